@@ -1,10 +1,21 @@
 //! hull-runtime: the container lifecycle as a library.
 //!
 //! The data path: `hull_specs` turns a bundle into a validated `Spec`; `container` carries it
-//! out (create → start → kill → delete) using the modules below; `cli` is the runc-compatible
-//! front end of the `hull` binary.
+//! out (create → start → kill → delete) with the modules below, and `init` is the container
+//! side of `create`; `cli` is the runc-compatible front end of the `hull` binary.
 
 pub mod cgroups;
+pub mod cli;
+pub mod container;
 pub mod hooks;
+pub mod init;
+pub mod logging;
+pub mod namespaces;
 pub mod process_setup;
 pub mod rootfs;
+pub mod state;
+pub mod sync;
+pub mod terminal;
+pub mod wait;
+
+pub use container::{CreateOptions, Runtime};

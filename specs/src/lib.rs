@@ -1,27 +1,25 @@
-//! hull-specs: the OCI bundle as input. Pure code: it reads files but makes no other syscalls.
+//! hull-specs: the OCI bundle as hull's input. Pure code: it reads files (`config.json`,
+//! a stat of `root.path`) and writes one (`hull spec`), but makes no other syscalls.
 //!
-//! (Skeleton: the helper owning this crate replaces this file.)
+//! - [`load_bundle`] reads, parses and validates a bundle; [`validate`] checks a parsed spec.
+//! - [`validate_container_id`], [`signal`] parse what the CLI is given.
+//! - [`defaults`] is `hull spec`, [`features`] is `hull features`.
+//! - [`annotations`] holds hull's own annotations (`io.hull.isolation`).
 
-use std::path::{Path, PathBuf};
+pub mod annotations;
+mod bundle;
+pub mod defaults;
+mod error;
+pub mod features;
+mod id;
+pub mod json;
+pub mod signal;
+pub mod validate;
 
 pub use oci_spec::runtime::Spec;
 
-/// A loaded and validated bundle.
-#[derive(Debug, Clone)]
-pub struct Bundle {
-    /// Absolute, canonical bundle directory.
-    pub dir: PathBuf,
-    /// Absolute, canonical path of the root filesystem.
-    pub rootfs: PathBuf,
-    pub spec: Spec,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("{0}")]
-    Invalid(String),
-}
-
-pub fn load_bundle(_dir: &Path) -> Result<Bundle, SpecError> {
-    Err(SpecError::Invalid("not yet".into()))
-}
+pub use annotations::Isolation;
+pub use bundle::{load_bundle, parse_config, read_config, Bundle, CONFIG_FILE};
+pub use error::SpecError;
+pub use id::{validate_container_id, MAX_ID_LEN};
+pub use validate::{resolve_rootfs, validate, validate_spec};

@@ -1,0 +1,24 @@
+//! hull-kvm: hull's micro-VM tier, a small KVM virtual machine monitor on
+//! the rust-vmm crates.
+//!
+//! A [`VmConfig`] is validated, then [`Vm::start`] creates the VM (memfd
+//! guest memory, in-kernel irqchip and PIT), loads the kernel (bzImage, ELF
+//! `vmlinux` with or without PVH, or a flat 64-bit payload), places the
+//! legacy devices on the port I/O bus and virtio-mmio devices in the MMIO
+//! gap, and runs each vCPU on its own thread. [`Vm::wait`] returns the
+//! guest's [`ExitReason`].
+#![deny(missing_docs)]
+
+pub mod boot;
+pub mod config;
+pub mod cpuid;
+pub mod devices;
+pub mod exit;
+pub mod layout;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
+
+pub use config::{ConfigError, KernelFormat, KernelKind, SerialOutput, VmConfig, VsockConfig};
+pub use exit::ExitReason;
+pub use vm::{kvm_available, Vm, VmError};

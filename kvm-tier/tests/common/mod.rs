@@ -1,0 +1,120 @@
+//! Helpers for tests that run small guests: KVM and assembler probes, and
+//! a GNU `as` wrapper producing flat 64-bit payloads.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Why guest tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    if !Path::new("/dev/kvm").exists() {
+        return Some("/dev/kvm is missing".into());
+    }
+    if let Err(e) = hull_kvm::kvm_available() {
+        return Some(e);
+    }
+    for tool in ["as", "objcopy"] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            return Some(format!(
+                "`{tool}` (Debian package binutils) is not installed"
+            ));
+        }
+    }
+    None
+}
+
+/// Returns early from a test, printing why, when guests cannot run here.
+#[macro_export]
+macro_rules! require_guest_env {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// Macros shared by the guest programs.
+pub const PRELUDE: &str = r#"
+    .code64
+    .text
+    .globl _start
+    .set SERIAL, 0x3f8
+    .set BOOT_TIMER, 0x440
+    .set DEBUG_EXIT, 0xf4
+    .set I8042_CMD, 0x64
+
+    .macro outb port, val
+        mov $\port, %dx
+        mov $\val, %al
+        out %al, %dx
+    .endm
+
+    /* Ends the VM through the debug-exit port with code `code`. */
+    .macro exit_with code
+        mov $\code, %al
+        mov $DEBUG_EXIT, %dx
+        out %al, %dx
+    99: jmp 99b
+    .endm
+
+    /* Compare `reg` with `imm`; on mismatch exit with `code`. */
+    .macro expect reg, imm, code
+        cmp $\imm, \reg
+        je 98f
+        exit_with \code
+    98:
+    .endm
+"#;
+
+/// Guest code writing `s` to the serial port, byte by byte.
+pub fn print_str(s: &str) -> String {
+    s.bytes()
+        .map(|b| format!("    outb SERIAL, {b}\n"))
+        .collect()
+}
+
+/// Assembles `body` (after [`PRELUDE`]) into a flat binary in `dir`.
+pub fn assemble(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.s"));
+    let obj = dir.join(format!("{name}.o"));
+    let bin = dir.join(format!("{name}.bin"));
+    std::fs::write(&src, format!("{PRELUDE}\n_start:\n{body}\n")).unwrap();
+    let out = Command::new("as")
+        .args(["--64", "-o"])
+        .arg(&obj)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "as failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("objcopy")
+        .args(["-O", "binary", "-j", ".text"])
+        .arg(&obj)
+        .arg(&bin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "objcopy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// A configuration running `payload` as a flat 64-bit guest.
+pub fn flat_config(payload: &Path, serial: &Path) -> hull_kvm::VmConfig {
+    let mut cfg = hull_kvm::VmConfig::new(payload);
+    cfg.kernel_format = hull_kvm::KernelFormat::Flat64;
+    cfg.mem_mib = 32;
+    cfg.serial = hull_kvm::SerialOutput::File(serial.to_path_buf());
+    cfg
+}

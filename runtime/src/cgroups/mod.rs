@@ -1,0 +1,542 @@
+//! The container's cgroup (v1, v2 and hybrid) through `cgroups-rs`.
+//!
+//! One idea per submodule: `path` resolves `linux.cgroupsPath`; `layout` finds the mounted
+//! hierarchies; `plan` decides, without side effects, whether every requested resource can
+//! be enforced here; `apply` writes them (mostly through `cgroups-rs`' `FsManager`);
+//! `devices` holds the device rules; `freeze` freezes and thaws; `fsutil` the file
+//! operations; `stats` the serializable statistics.
+//!
+//! The saved [`ContainerCgroup`] records the directory of the cgroup in every hierarchy, so
+//! `delete --force` can remove it from the saved state alone.
+
+mod apply;
+mod devices;
+mod error;
+mod freeze;
+mod fsutil;
+mod layout;
+mod path;
+mod plan;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+
+pub use devices::spec_device_rules;
+pub use error::CgroupError;
+pub use layout::Mode;
+pub use stats::Stats;
+
+use fsutil::Ctx;
+use layout::{Layout, UNIFIED_KEY};
+use plan::{Env, Purpose};
+
+/// A container's cgroup, identified by its resolved path. Serializable so `delete --force`
+/// can find it again from the saved state alone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    /// The resolved cgroup path, absolute below each hierarchy's root (e.g. `/hull/abc`).
+    pub path: String,
+    /// The cgroup's directory in each hierarchy, keyed by the hierarchy's controllers
+    /// (`"memory"`, `"cpu,cpuacct"`, `"name=systemd"`) or `"unified"` for cgroup2. Empty in a
+    /// state written before this field existed: then it is recomputed from the mounts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dirs: BTreeMap<String, PathBuf>,
+}
+
+impl ContainerCgroup {
+    /// Resolve `linux.cgroupsPath` (None → the default for `id`) into an absolute path.
+    /// `systemd` is the `--systemd-cgroup` flag (`slice:prefix:name` syntax).
+    pub fn resolve(
+        cgroups_path: Option<&str>,
+        id: &str,
+        systemd: bool,
+    ) -> Result<String, CgroupError> {
+        path::resolve(cgroups_path, id, systemd)
+    }
+
+    /// The cgroup at `path` as laid out on the current mounts (nothing is created).
+    pub fn load(path: &str) -> Result<Self, CgroupError> {
+        let path = path::normalize(path)?;
+        let layout = Layout::current()?;
+        layout.mode()?;
+        let dirs = layout.dirs(&path);
+        Ok(ContainerCgroup { path, dirs })
+    }
+
+    /// How cgroups are set up on this host.
+    pub fn host_mode() -> Result<Mode, CgroupError> {
+        Layout::current()?.mode()
+    }
+
+    /// Create the cgroup in every available hierarchy, apply `resources` and add `pid`.
+    /// On error, removes whatever it created (and moves `pid` back where it was).
+    pub fn create(
+        path: &str,
+        resources: Option<&LinuxResources>,
+        pid: i32,
+    ) -> Result<Self, CgroupError> {
+        let path = path::normalize(path)?;
+        let layout = Layout::current()?;
+        let mode = layout.mode()?;
+        check_cgroups_rs_agrees(&path, mode)?;
+        let env = Env::probe(&layout, mode);
+        let default = LinuxResources::default();
+        let res = resources.unwrap_or(&default);
+        // Refuse before touching anything.
+        let plan = plan::check(&path, res, &env, Purpose::Create)?;
+
+        let dirs = layout.dirs(&path);
+        let mut undo = Undo::new(&path);
+        for (key, dir) in &dirs {
+            let mountpoint = mountpoint_of(&layout, key);
+            let ctx = Ctx {
+                path: &path,
+                controller: key,
+            };
+            let created = fsutil::mkdir_tracked(ctx, &mountpoint, dir)?;
+            let fresh = created.last() == Some(dir);
+            undo.created
+                .extend(created.into_iter().map(|d| (key.clone(), d)));
+            if !fresh {
+                let mut pids = Vec::new();
+                fsutil::procs_recursive(ctx, dir, &mut pids)?;
+                if !pids.is_empty() {
+                    return Err(CgroupError::NotEmpty {
+                        path: path.clone(),
+                        controller: key.clone(),
+                        count: pids.len(),
+                    });
+                }
+            }
+        }
+        if let Some((key, dir)) = dir_for(&dirs, "cpuset") {
+            let mountpoint = mountpoint_of(&layout, key);
+            inherit_cpuset(
+                Ctx {
+                    path: &path,
+                    controller: key,
+                },
+                &mountpoint,
+                dir,
+            )?;
+        }
+        if let (Some(mount), Some(dir)) = (layout.unified.as_ref(), dirs.get(UNIFIED_KEY)) {
+            let all = mode == Mode::V2;
+            let ctx = Ctx {
+                path: &path,
+                controller: UNIFIED_KEY,
+            };
+            enable_subtree(ctx, mount, dir, &plan.unified_needed, all)?;
+        }
+
+        let cg = ContainerCgroup { path, dirs };
+        let target = apply::Target {
+            path: &cg.path,
+            dirs: &cg.dirs,
+            env: &env,
+        };
+        apply::apply(&target, res, &plan)?;
+
+        undo.original = original_cgroups(pid);
+        undo.pid = Some(pid);
+        cg.join(&layout, pid)?;
+        undo.disarm();
+        tracing::info!(cgroup = %cg.path, pid, ?mode, "cgroup created");
+        Ok(cg)
+    }
+
+    /// Add another process (e.g. an exec'd one) to the cgroup.
+    pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        let layout = Layout::current()?;
+        self.join(&layout, pid)
+    }
+
+    fn join(&self, _layout: &Layout, pid: i32) -> Result<(), CgroupError> {
+        let dirs = self.dirs();
+        let mut order: Vec<(&String, &PathBuf)> = dirs.iter().collect();
+        // blkio before memory for writeback accounting (as cgroups-rs), cgroup2 last.
+        order.sort_by_key(|(k, _)| match k.as_str() {
+            "blkio" => 0,
+            "memory" => 1,
+            UNIFIED_KEY => 3,
+            _ => 2,
+        });
+        let value = pid.to_string();
+        for (key, dir) in order {
+            let ctx = Ctx {
+                path: &self.path,
+                controller: key,
+            };
+            fsutil::write(ctx, dir, "cgroup.procs", &value)?;
+        }
+        Ok(())
+    }
+
+    /// All pids in the cgroup (in the host pid namespace), its child cgroups included;
+    /// sorted, without duplicates. A cgroup that no longer exists has none.
+    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let dirs = self.dirs();
+        let pick = ["pids", "freezer", "memory", "cpu", "devices"]
+            .iter()
+            .find_map(|c| dir_for(&dirs, c))
+            .or_else(|| {
+                dirs.get_key_value(UNIFIED_KEY)
+                    .map(|(k, d)| (k.as_str(), d.as_path()))
+            })
+            .or_else(|| dirs.iter().next().map(|(k, d)| (k.as_str(), d.as_path())));
+        let Some((key, dir)) = pick else {
+            return Ok(Vec::new());
+        };
+        let mut pids = Vec::new();
+        fsutil::procs_recursive(
+            Ctx {
+                path: &self.path,
+                controller: key,
+            },
+            dir,
+            &mut pids,
+        )?;
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// Freeze (`true`) or thaw (`false`) every process in the cgroup, waiting until the
+    /// kernel reports the new state.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let dirs = self.dirs();
+        let freezer = if let Some((_, dir)) = dir_for(&dirs, "freezer") {
+            freeze::Freezer::V1(dir)
+        } else if let Some(dir) = dirs
+            .get(UNIFIED_KEY)
+            .filter(|d| d.join("cgroup.freeze").exists())
+        {
+            freeze::Freezer::V2(dir)
+        } else {
+            return Err(CgroupError::Unsupported {
+                path: self.path.clone(),
+                field: if frozen { "pause" } else { "resume" }.into(),
+                reason: "no v1 freezer hierarchy and no cgroup2 cgroup.freeze".into(),
+            });
+        };
+        freeze::set(&self.path, freezer, frozen)
+    }
+
+    /// Signal every process in the cgroup (freezing it around the signal so no process
+    /// escapes by forking). Processes that are already gone are skipped.
+    pub fn signal_all(&self, signal: i32) -> Result<(), CgroupError> {
+        let frozen = match self.set_frozen(true) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(cgroup = %self.path, "signalling without freezing: {e}");
+                false
+            }
+        };
+        let result = self.pids().and_then(|pids| {
+            let mut first_err = None;
+            for pid in pids {
+                if let Err(source) = send_signal(pid, signal) {
+                    if source.raw_os_error() != Some(libc::ESRCH) && first_err.is_none() {
+                        first_err = Some(CgroupError::Signal {
+                            path: self.path.clone(),
+                            pid,
+                            signal,
+                            source,
+                        });
+                    }
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        });
+        let thawed = if frozen {
+            self.set_frozen(false)
+        } else {
+            Ok(())
+        };
+        result.and(thawed)
+    }
+
+    /// Remove the cgroup directories (the processes must be gone), child cgroups first,
+    /// retrying briefly while the kernel reports EBUSY. Idempotent: missing directories are
+    /// not an error. Works from the deserialized struct alone.
+    pub fn destroy(&self) -> Result<(), CgroupError> {
+        let rel = self.path.trim_start_matches('/');
+        let mut first_err = None;
+        for (key, dir) in &self.dirs() {
+            if rel.is_empty() || !dir.ends_with(rel) {
+                tracing::warn!(cgroup = %self.path, dir = %dir.display(), "not removing a directory that does not end with the cgroup path");
+                continue;
+            }
+            let ctx = Ctx {
+                path: &self.path,
+                controller: key,
+            };
+            if let Err(e) = fsutil::remove_cgroup_dir(ctx, dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Change the resources of a running container (`hull update`). Device rules are left
+    /// as they are (as `runc update`); everything else in `resources` is applied.
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let layout = Layout::current()?;
+        let mode = layout.mode()?;
+        check_cgroups_rs_agrees(&self.path, mode)?;
+        let env = Env::probe(&layout, mode);
+        let plan = plan::check(&self.path, resources, &env, Purpose::Update)?;
+        let dirs = self.dirs();
+        if let (Some(mount), Some(dir)) = (layout.unified.as_ref(), dirs.get(UNIFIED_KEY)) {
+            let ctx = Ctx {
+                path: &self.path,
+                controller: UNIFIED_KEY,
+            };
+            enable_subtree(ctx, mount, dir, &plan.unified_needed, false)?;
+        }
+        let target = apply::Target {
+            path: &self.path,
+            dirs: &dirs,
+            env: &env,
+        };
+        apply::apply(&target, resources, &plan)
+    }
+
+    /// Statistics of the cgroup (through `cgroups-rs`); counters of missing controllers are 0.
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        use cgroups_rs::manager::{FsManager, Manager};
+        let m =
+            FsManager::new(self.path.trim_start_matches('/')).map_err(|e| CgroupError::Apply {
+                path: self.path.clone(),
+                controller: "*".into(),
+                field: "stats".into(),
+                detail: error::chain(&e),
+            })?;
+        Ok(Stats::from(m.stats()))
+    }
+
+    /// The saved directories, or (for an old state without them) the current layout's.
+    fn dirs(&self) -> BTreeMap<String, PathBuf> {
+        if !self.dirs.is_empty() {
+            return self.dirs.clone();
+        }
+        Layout::current()
+            .map(|l| l.dirs(&self.path))
+            .unwrap_or_default()
+    }
+}
+
+/// The directory of the hierarchy holding `controller` (a key listing it), if any.
+fn dir_for<'a>(
+    dirs: &'a BTreeMap<String, PathBuf>,
+    controller: &str,
+) -> Option<(&'a str, &'a Path)> {
+    dirs.iter()
+        .find(|(k, _)| k.as_str() != UNIFIED_KEY && k.split(',').any(|c| c == controller))
+        .map(|(k, d)| (k.as_str(), d.as_path()))
+}
+
+fn mountpoint_of(layout: &Layout, key: &str) -> PathBuf {
+    if key == UNIFIED_KEY {
+        return layout.unified.clone().unwrap_or_default();
+    }
+    layout
+        .v1
+        .iter()
+        .find(|h| h.key() == key)
+        .map(|h| h.mountpoint.clone())
+        .unwrap_or_default()
+}
+
+/// cgroups-rs decides v1/v2 on its own (statfs of /sys/fs/cgroup); make sure it sees what we
+/// see, or its writes would go to the wrong place.
+fn check_cgroups_rs_agrees(path: &str, mode: Mode) -> Result<(), CgroupError> {
+    let rs_v2 = cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode();
+    if rs_v2 != (mode == Mode::V2) {
+        return Err(CgroupError::Unsupported {
+            path: path.to_string(),
+            field: "cgroups".into(),
+            reason: format!(
+                "the mounts say {mode:?} but cgroups-rs sees {} at /sys/fs/cgroup",
+                if rs_v2 { "cgroup2" } else { "no cgroup2" }
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Gives every level from the hierarchy root down to `leaf` non-empty `cpuset.cpus` and
+/// `cpuset.mems` (copied from the parent), without which no task can join.
+fn inherit_cpuset(ctx: Ctx<'_>, mountpoint: &Path, leaf: &Path) -> Result<(), CgroupError> {
+    let rel = leaf.strip_prefix(mountpoint).unwrap_or(Path::new(""));
+    let mut parent = mountpoint.to_path_buf();
+    for comp in rel.components() {
+        let dir = parent.join(comp);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if fsutil::read(ctx, &dir, file)?.is_empty() {
+                let value = fsutil::read(ctx, &parent, file)?;
+                if value.is_empty() {
+                    return Err(CgroupError::Unsupported {
+                        path: ctx.path.to_string(),
+                        field: "cpuset".into(),
+                        reason: format!("{} is empty", parent.join(file).display()),
+                    });
+                }
+                fsutil::write(ctx, &dir, file, &value)?;
+            }
+        }
+        parent = dir;
+    }
+    Ok(())
+}
+
+/// Enables controllers in `cgroup.subtree_control` of every ancestor of `leaf` (from the
+/// cgroup2 root down to its parent): the `needed` ones must succeed; with `all`, every other
+/// available controller is enabled too, best effort (pure v2, as runc).
+fn enable_subtree(
+    ctx: Ctx<'_>,
+    mount: &Path,
+    leaf: &Path,
+    needed: &BTreeSet<String>,
+    all: bool,
+) -> Result<(), CgroupError> {
+    if needed.is_empty() && !all {
+        return Ok(());
+    }
+    let rel = leaf.strip_prefix(mount).unwrap_or(Path::new(""));
+    let mut level = mount.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for comp in comps {
+        let available: BTreeSet<String> = fsutil::read(ctx, &level, "cgroup.controllers")?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let enabled: BTreeSet<String> = fsutil::read(ctx, &level, "cgroup.subtree_control")?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let want: BTreeSet<&String> = if all {
+            available.iter().chain(needed.iter()).collect()
+        } else {
+            needed.iter().collect()
+        };
+        for c in want {
+            if enabled.contains(c) {
+                continue;
+            }
+            if !available.contains(c) {
+                return Err(CgroupError::Unsupported {
+                    path: ctx.path.to_string(),
+                    field: format!("{c} controller"),
+                    reason: format!(
+                        "{} does not offer it",
+                        level.join("cgroup.controllers").display()
+                    ),
+                });
+            }
+            match fsutil::write(ctx, &level, "cgroup.subtree_control", &format!("+{c}")) {
+                Ok(()) => {}
+                Err(e) if needed.contains(c) => return Err(e),
+                Err(e) => tracing::warn!("not enabling {c}: {e}"),
+            }
+        }
+        level.push(comp);
+    }
+    Ok(())
+}
+
+/// Where `pid` is now: `(controllers, path)` per line of /proc/<pid>/cgroup.
+fn original_cgroups(pid: i32) -> Vec<(Vec<String>, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, ctrls, p) = (it.next()?, it.next()?, it.next()?);
+            let ctrls = ctrls
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            Some((ctrls, p.to_string()))
+        })
+        .collect()
+}
+
+/// Sends `signal` to `pid`.
+fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Undoes a half-done `create` when dropped armed: moves the pid back where it was, then
+/// removes the directories created (deepest first).
+struct Undo {
+    path: String,
+    armed: bool,
+    created: Vec<(String, PathBuf)>,
+    pid: Option<i32>,
+    original: Vec<(Vec<String>, String)>,
+}
+
+impl Undo {
+    fn new(path: &str) -> Self {
+        Undo {
+            path: path.to_string(),
+            armed: true,
+            created: Vec::new(),
+            pid: None,
+            original: Vec::new(),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::warn!(cgroup = %self.path, "cgroup creation failed, removing what was created");
+        if let (Some(pid), Ok(layout)) = (self.pid, Layout::current()) {
+            for (key, mountpoint) in layout
+                .v1
+                .iter()
+                .map(|h| (h.key(), h.mountpoint.clone()))
+                .chain(layout.unified.clone().map(|u| (UNIFIED_KEY.to_string(), u)))
+            {
+                let first = key.split(',').next().unwrap_or_default().to_string();
+                let orig = self.original.iter().find(|(ctrls, _)| {
+                    if key == UNIFIED_KEY {
+                        ctrls.is_empty()
+                    } else {
+                        ctrls.contains(&first)
+                    }
+                });
+                if let Some((_, p)) = orig {
+                    let dir = mountpoint.join(p.trim_start_matches('/'));
+                    let _ = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
+                }
+            }
+        }
+        for (key, dir) in self.created.iter().rev() {
+            if let Err(e) = std::fs::remove_dir(dir) {
+                tracing::warn!(controller = %key, dir = %dir.display(), "cannot remove: {e}");
+            }
+        }
+    }
+}

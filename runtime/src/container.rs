@@ -1,0 +1,786 @@
+//! The container lifecycle as seen from outside: create, start, state, kill, delete, and
+//! the status derived from the saved state and the live process.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::cgroups::{CgroupError, ContainerCgroup};
+use crate::hooks::{self, HookError};
+use crate::init::INIT_FD_ENV;
+use crate::namespaces::{self, ChildNamespaceGuard, NamespaceError, NamespacePlan};
+use crate::state::{self, ContainerDir, SavedState, StateError};
+use crate::sync::{self, FromInit, InitPlan, SyncError, ToInit};
+use crate::terminal::{self, TerminalError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Spec(#[from] hull_specs::SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Terminal(#[from] TerminalError),
+    #[error("container init: {0}")]
+    Init(String),
+    #[error("talking to container init: {0}")]
+    Sync(#[from] SyncError),
+    #[error("container not running")]
+    NotRunning,
+    #[error("cannot {op} container \"{id}\": it is {status}")]
+    WrongStatus {
+        op: &'static str,
+        id: String,
+        status: Status,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Sys { what, source }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// The `state` document (runtime-spec state plus runc's `rootfs`, `created`, `owner`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerState {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+    pub annotations: std::collections::HashMap<String, String>,
+}
+
+/// Global options shared by every command.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+    pub rootless: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+}
+
+/// A container `create` made, with what `run` needs to go on.
+pub struct Created {
+    pub pid: Pid,
+    /// The pty master, when `run` asked for one to relay instead of a console socket.
+    pub console_master: Option<OwnedFd>,
+}
+
+/// Where the console goes: a `--console-socket` path, or a socket `run` relays itself.
+enum Console {
+    None,
+    Socket(OwnedFd),
+    Relay { ours: OwnedFd, theirs: OwnedFd },
+}
+
+impl Runtime {
+    /// `create`: set the container up and leave its init blocked until `start`.
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Created, Error> {
+        self.create_inner(id, opts, false)
+    }
+
+    fn create_inner(&self, id: &str, opts: &CreateOptions, relay: bool) -> Result<Created, Error> {
+        hull_specs::validate_container_id(id)?;
+        if opts.preserve_fds < 0 {
+            return Err(Error::Usage("--preserve-fds must not be negative".into()));
+        }
+        let bundle = hull_specs::load_bundle(&opts.bundle)?;
+        let spec = &bundle.spec;
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let console = match (&opts.console_socket, terminal, relay) {
+            (Some(_), false, _) => {
+                return Err(Error::Usage(
+                    "--console-socket was given but process.terminal is false".into(),
+                ))
+            }
+            (Some(path), true, _) => Console::Socket(terminal::connect_console_socket(path)?),
+            (None, true, true) => {
+                let (a, b) = UnixStream::pair().map_err(io("console socketpair"))?;
+                Console::Relay {
+                    ours: a.into(),
+                    theirs: b.into(),
+                }
+            }
+            (None, true, false) => {
+                return Err(Error::Usage(
+                    "process.terminal is set: --console-socket is required (or use run without --detach)"
+                        .into(),
+                ))
+            }
+            (None, false, _) => Console::None,
+        };
+        let ns_plan = NamespacePlan::from_spec(spec)?;
+        let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        let cgroup_path = ContainerCgroup::resolve(
+            cgroups_path.as_ref().and_then(|p| p.to_str()),
+            id,
+            self.systemd_cgroup,
+        )?;
+
+        // From here on everything created is undone by `guard` unless create succeeds.
+        let dir = ContainerDir::create(&self.root, id)?;
+        let mut guard = CreateGuard {
+            dir: Some(dir),
+            pid: None,
+            cgroup: None,
+        };
+        let dir = guard.dir.as_ref().ok_or_else(|| Error::Init("no state dir".into()))?;
+        let fifo = dir.fifo_path();
+        make_fifo(&fifo)?;
+
+        let (mut ours, theirs) = UnixStream::pair().map_err(io("sync socketpair"))?;
+        let min_fd = 3 + opts.preserve_fds;
+        let init_fd = dup_above(theirs.as_fd(), min_fd)?;
+        drop(theirs);
+        let console_child_fd = match &console {
+            Console::Socket(fd) | Console::Relay { theirs: fd, .. } => {
+                Some(dup_above(fd.as_fd(), min_fd)?)
+            }
+            Console::None => None,
+        };
+        let exec = InitExec::new(init_fd.as_raw_fd())?;
+        let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
+            .chain(console_child_fd.as_ref().map(|f| f.as_raw_fd()))
+            .collect();
+
+        let pid = {
+            let _ns = ChildNamespaceGuard::enter(
+                &ns_plan,
+                namespaces::time_offsets(spec).as_deref(),
+            )?;
+            spawn_init(
+                ns_plan.clone_flags.bits(),
+                &exec,
+                &child_fds,
+                ns_plan.new_user.then_some(init_fd.as_raw_fd()),
+            )?
+        };
+        guard.pid = Some(pid);
+        drop(init_fd);
+        let console_child_fd = console_child_fd.map(|f| f.as_raw_fd());
+        if ns_plan.new_user {
+            write_id_maps(pid, spec)?;
+            use std::io::Write;
+            ours.write_all(&[1]).map_err(io("releasing init after id mapping"))?;
+        }
+
+        let mut saved = SavedState {
+            oci_version: spec.version().clone(),
+            id: id.to_string(),
+            pid: pid.as_raw(),
+            pid_start_time: process_start_time(pid.as_raw()).unwrap_or(0),
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            owner: user_name(nix::unistd::geteuid().as_raw()),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            ready: false,
+            cgroup: Some(ContainerCgroup::load(&cgroup_path)?),
+            poststop_hooks: spec
+                .hooks()
+                .as_ref()
+                .and_then(|h| h.poststop().clone())
+                .unwrap_or_default(),
+        };
+        // Saved before the cgroup exists, so `delete --force` finds it after a crash.
+        dir.save(&saved)?;
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let cgroup = ContainerCgroup::create(&cgroup_path, resources, pid.as_raw())?;
+        saved.cgroup = Some(cgroup.clone());
+        guard.cgroup = Some(cgroup);
+
+        let plan = InitPlan {
+            id: id.to_string(),
+            spec: spec.clone(),
+            rootfs: bundle.rootfs.clone(),
+            bundle: bundle.dir.clone(),
+            fifo,
+            no_pivot: opts.no_pivot,
+            no_new_keyring: opts.no_new_keyring,
+            console_fd: console_child_fd,
+            preserve_fds: opts.preserve_fds,
+            join_user: ns_plan.join_user.clone(),
+            unshare_flags: ns_plan.init_unshare.bits(),
+            in_user_ns: ns_plan.in_user_ns,
+        };
+        sync::send(&mut ours, &ToInit::Plan(Box::new(plan)))?;
+        loop {
+            match sync::recv::<FromInit>(&mut ours) {
+                Ok(FromInit::MountsReady) => {
+                    let state_json = hook_state(&saved, Status::Creating);
+                    if let Some(h) = spec.hooks().as_ref() {
+                        for (kind, list) in [("prestart", h.prestart()), ("createRuntime", h.create_runtime())] {
+                            if let Some(list) = list {
+                                hooks::run_hooks(kind, list, state_json.as_bytes())?;
+                            }
+                        }
+                    }
+                    sync::send(&mut ours, &ToInit::HooksDone { state_json })?;
+                }
+                Ok(FromInit::Ready) => break,
+                Ok(FromInit::Error(msg)) => return Err(Error::Init(msg)),
+                Err(SyncError::Closed) => {
+                    return Err(Error::Init(format!(
+                        "init process {pid} exited during set-up{}",
+                        reap_status(pid)
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        saved.ready = true;
+        dir.save(&saved)?;
+        if let Some(pid_file) = &opts.pid_file {
+            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
+        }
+        let console_master = match console {
+            Console::Relay { ours, .. } => Some(terminal::recv_fd(ours.as_fd())?),
+            _ => None,
+        };
+        guard.disarm();
+        Ok(Created {
+            pid,
+            console_master,
+        })
+    }
+
+    /// `start`: release a created container's init to exec the user process.
+    pub fn start(&self, id: &str) -> Result<(), Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        let status = status_of(&dir, &saved);
+        if status != Status::Created {
+            return Err(Error::WrongStatus {
+                op: "start",
+                id: id.to_string(),
+                status,
+            });
+        }
+        release_fifo(&dir.fifo_path(), &saved)?;
+        if let Some(list) = spec_hooks_poststart(&saved) {
+            if let Err(e) = hooks::run_hooks("poststart", &list, hook_state(&saved, Status::Running).as_bytes()) {
+                tracing::warn!("{e}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn state(&self, id: &str) -> Result<ContainerState, Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        Ok(public_state(&dir, &saved))
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerState>, Error> {
+        let mut out = Vec::new();
+        for id in state::list_ids(&self.root)? {
+            let Ok(dir) = ContainerDir::open(&self.root, &id) else {
+                continue;
+            };
+            if let Ok(Some(saved)) = dir.load() {
+                out.push(public_state(&dir, &saved));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `kill`: signal init, or with `all` every process of the container's cgroup.
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), Error> {
+        hull_specs::validate_container_id(id)?;
+        let sig = Signal::try_from(signal)
+            .map_err(|_| Error::Usage(format!("invalid signal number {signal}")))?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        let status = status_of(&dir, &saved);
+        if all {
+            if let Some(cg) = &saved.cgroup {
+                if status == Status::Stopped && cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+                    return Err(Error::NotRunning);
+                }
+                cg.signal_all(signal)?;
+                return Ok(());
+            }
+        }
+        if status == Status::Stopped {
+            return Err(Error::NotRunning);
+        }
+        nix::sys::signal::kill(Pid::from_raw(saved.pid), sig).map_err(|e| match e {
+            nix::Error::ESRCH => Error::NotRunning,
+            e => Error::Sys {
+                what: format!("kill {}", saved.pid),
+                source: e,
+            },
+        })
+    }
+
+    /// `delete`: remove a stopped (or created) container; `force` kills a running one first.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let Some(saved) = dir.load()? else {
+            // A create that died before saving anything: only the directory is left.
+            dir.remove()?;
+            return Ok(());
+        };
+        let status = status_of(&dir, &saved);
+        match status {
+            Status::Stopped => {}
+            Status::Created | Status::Creating => kill_container(&saved)?,
+            Status::Running | Status::Paused if force => kill_container(&saved)?,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "cannot delete container \"{id}\" that is not stopped: {status}"
+                )))
+            }
+        }
+        if let Some(cg) = &saved.cgroup {
+            cg.destroy()?;
+        }
+        if !saved.poststop_hooks.is_empty() {
+            if let Err(e) = hooks::run_hooks(
+                "poststop",
+                &saved.poststop_hooks,
+                hook_state(&saved, Status::Stopped).as_bytes(),
+            ) {
+                tracing::warn!("{e}");
+            }
+        }
+        dir.remove()?;
+        Ok(())
+    }
+
+    /// Host pids of every process in the container.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>, Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        if status_of(&dir, &saved) == Status::Stopped {
+            return Ok(Vec::new());
+        }
+        match &saved.cgroup {
+            Some(cg) => Ok(cg.pids()?),
+            None => Ok(vec![saved.pid]),
+        }
+    }
+
+    /// `run`: create and start; unless `detach`, wait for the container (relaying its pty
+    /// when it has one and no console socket was given), delete it unless `keep`, and
+    /// return its exit status (128+signal when killed).
+    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32, Error> {
+        let created = self.create_inner(id, opts, !detach)?;
+        let outcome = self.start(id).and_then(|()| {
+            if detach {
+                return Ok(0);
+            }
+            crate::wait::wait_for_container(created.pid, created.console_master)
+        });
+        if !detach && !keep {
+            if let Err(e) = self.delete(id, true) {
+                tracing::warn!("deleting container \"{id}\" after run: {e}");
+            }
+        }
+        outcome
+    }
+}
+
+fn load_state(dir: &ContainerDir) -> Result<SavedState, Error> {
+    dir.load()?
+        .ok_or_else(|| Error::State(StateError::NotExist(dir.id.clone())))
+}
+
+fn spec_hooks_poststart(saved: &SavedState) -> Option<Vec<oci_spec::runtime::Hook>> {
+    // Poststart hooks are read from the bundle, which must still be there at start.
+    let bundle = hull_specs::load_bundle(&saved.bundle).ok()?;
+    bundle.spec.hooks().as_ref()?.poststart().clone()
+}
+
+/// The status, derived from the live process rather than stored, so it is never stale.
+pub fn status_of(dir: &ContainerDir, saved: &SavedState) -> Status {
+    if saved.pid <= 0 || !process_alive(saved.pid, saved.pid_start_time) {
+        return Status::Stopped;
+    }
+    if !saved.ready {
+        return Status::Creating;
+    }
+    if dir.fifo_path().exists() {
+        return Status::Created;
+    }
+    Status::Running
+}
+
+fn public_state(dir: &ContainerDir, saved: &SavedState) -> ContainerState {
+    let status = status_of(dir, saved);
+    ContainerState {
+        oci_version: saved.oci_version.clone(),
+        id: saved.id.clone(),
+        pid: if status == Status::Stopped { 0 } else { saved.pid },
+        status,
+        bundle: saved.bundle.clone(),
+        rootfs: saved.rootfs.clone(),
+        created: saved.created.clone(),
+        owner: saved.owner.clone(),
+        annotations: saved.annotations.clone(),
+    }
+}
+
+/// The state JSON hooks receive on stdin (runtime-spec "state").
+fn hook_state(saved: &SavedState, status: Status) -> String {
+    serde_json::json!({
+        "ociVersion": saved.oci_version,
+        "id": saved.id,
+        "status": status,
+        "pid": saved.pid,
+        "bundle": saved.bundle,
+        "annotations": saved.annotations,
+    })
+    .to_string()
+}
+
+/// Kill every process of the container and wait until init is gone.
+fn kill_container(saved: &SavedState) -> Result<(), Error> {
+    if let Some(cg) = &saved.cgroup {
+        if let Err(e) = cg.signal_all(libc::SIGKILL) {
+            tracing::debug!("signalling the cgroup: {e}");
+        }
+    }
+    if process_alive(saved.pid, saved.pid_start_time) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(saved.pid), Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(saved.pid, saved.pid_start_time) {
+        if Instant::now() > deadline {
+            return Err(Error::Init(format!(
+                "init process {} did not die after SIGKILL",
+                saved.pid
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The cgroup may still list exiting processes for a moment; destroy() retries.
+    Ok(())
+}
+
+/// Open the exec fifo for reading and wait for init's byte, watching that init lives.
+fn release_fifo(fifo: &Path, saved: &SavedState) -> Result<(), Error> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(fifo)
+        .map_err(io(format!("opening exec fifo {fifo:?}")))?;
+    loop {
+        let mut fds = [nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16))
+            .or_else(|e| if e == nix::Error::EINTR { Ok(0) } else { Err(e) })
+            .map_err(sys("poll exec fifo"))?;
+        if n > 0 {
+            let mut b = [0u8; 1];
+            match f.read(&mut b) {
+                Ok(1) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io("reading exec fifo")(e)),
+            }
+        }
+        if !process_alive(saved.pid, saved.pid_start_time) {
+            return Err(Error::Init(format!(
+                "container init {} exited before start",
+                saved.pid
+            )));
+        }
+    }
+    fs::remove_file(fifo).map_err(io(format!("removing {fifo:?}")))
+}
+
+fn make_fifo(path: &Path) -> Result<(), Error> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .map_err(sys(format!("mkfifo {path:?}")))?;
+    // mkfifo applies the umask; init (perhaps another uid) must be able to write it.
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .map_err(io(format!("chmod {path:?}")))
+}
+
+/// A `CLOEXEC` duplicate of `fd` numbered at least `min` (clear of `--preserve-fds`).
+fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: i32) -> Result<OwnedFd, Error> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min)).map_err(sys("dup"))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// Write the new user namespace's uid/gid maps (as root, directly; rootless mapping with
+/// newuidmap comes with the hardening work).
+fn write_id_maps(pid: Pid, spec: &hull_specs::Spec) -> Result<(), Error> {
+    let linux = spec.linux().as_ref();
+    let fmt = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.map(|m| {
+            m.iter()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+    };
+    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
+    for (file, content) in [("uid_map", uid), ("gid_map", gid)] {
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, content.as_bytes())
+            .map_err(io(format!("linux.{}Mappings: writing {path}", &file[..3])))?;
+    }
+    Ok(())
+}
+
+/// Undoes a failed `create`: kills init, removes the cgroup and the state directory.
+struct CreateGuard {
+    dir: Option<ContainerDir>,
+    pid: Option<Pid>,
+    cgroup: Option<ContainerCgroup>,
+}
+
+impl CreateGuard {
+    fn disarm(&mut self) {
+        self.dir = None;
+        self.pid = None;
+        self.cgroup = None;
+    }
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleaning up after a failed create: {e}");
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = dir.remove() {
+                tracing::warn!("cleaning up after a failed create: {e}");
+            }
+        }
+    }
+}
+
+/// " (exit status N)" for a child that is gone, for error messages.
+fn reap_status(pid: Pid) -> String {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => format!(" (exit status {code})"),
+        Ok(WaitStatus::Signaled(_, sig, _)) => format!(" (killed by {sig})"),
+        _ => String::new(),
+    }
+}
+
+/// True if `pid` exists, is not a zombie, and (when known) started at `start_time`.
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    match read_stat(pid) {
+        Some((state, start)) => state != 'Z' && state != 'X' && (start_time == 0 || start == start_time),
+        None => false,
+    }
+}
+
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    read_stat(pid).map(|(_, s)| s)
+}
+
+/// (state, starttime) from /proc/PID/stat; the command name may hold spaces and parens.
+fn read_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    // starttime is field 22 overall; `rest` starts at field 3.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The name of `uid` in the host's /etc/passwd, or `#uid` as runc shows it.
+fn user_name(uid: u32) -> String {
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("#{uid}"))
+}
+
+/// execve arguments for `hull init`, built before the clone so the child allocates nothing.
+struct InitExec {
+    path: CString,
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+impl InitExec {
+    fn new(init_fd: RawFd) -> Result<Self, Error> {
+        let bad = |_| Error::Usage("environment contains a NUL byte".into());
+        let path = CString::new("/proc/self/exe").map_err(bad)?;
+        let argv = vec![
+            CString::new("hull").map_err(bad)?,
+            CString::new("init").map_err(bad)?,
+        ];
+        let mut envp: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k != INIT_FD_ENV)
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_encoded_bytes();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_encoded_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        envp.push(CString::new(format!("{INIT_FD_ENV}={init_fd}")).map_err(bad)?);
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        Ok(Self {
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            path,
+            _argv: argv,
+            _envp: envp,
+        })
+    }
+}
+
+/// clone(2) the container's init with `flags` and exec `hull init` in it.
+///
+/// The child runs only async-signal-safe system calls until execve: set the parent-death
+/// signal (so a killed `create` takes init with it), wait for the id maps when it is in a
+/// new user namespace and become its root, make the inherited descriptors survive exec.
+fn spawn_init(
+    flags: libc::c_int,
+    exec: &InitExec,
+    child_fds: &[RawFd],
+    wait_for_maps_on: Option<RawFd>,
+) -> Result<Pid, Error> {
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of our
+    // address space and runs `child_after_clone`, which never returns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match rc {
+        -1 => Err(Error::Sys {
+            what: "clone of container init".into(),
+            source: nix::Error::last(),
+        }),
+        0 => child_after_clone(exec, child_fds, wait_for_maps_on),
+        pid => Ok(Pid::from_raw(pid as i32)),
+    }
+}
+
+fn child_after_clone(exec: &InitExec, child_fds: &[RawFd], wait_for_maps_on: Option<RawFd>) -> ! {
+    // SAFETY: only async-signal-safe system calls on memory prepared before the clone.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if let Some(fd) = wait_for_maps_on {
+            let mut b = 0u8;
+            if libc::read(fd, (&mut b as *mut u8).cast(), 1) != 1 {
+                libc::_exit(1);
+            }
+            if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+                || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+            {
+                libc::_exit(1);
+            }
+        }
+        for &fd in child_fds {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+        }
+        libc::execve(exec.path.as_ptr(), exec.argv_ptrs.as_ptr(), exec.envp_ptrs.as_ptr());
+        libc::_exit(127)
+    }
+}

@@ -1,0 +1,287 @@
+//! The state store: one directory per container under `--root`, holding `state.json`
+//! (written atomically), the `exec.fifo` that blocks init until `start`, and a lock file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::ContainerCgroup;
+
+pub const STATE_FILE: &str = "state.json";
+pub const EXEC_FIFO: &str = "exec.fifo";
+const LOCK_FILE: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("container \"{0}\" does not exist")]
+    NotExist(String),
+    #[error("container \"{0}\" already exists")]
+    AlreadyExists(String),
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What hull remembers about a container between commands. Everything `delete --force`
+/// needs is here, so it works from this file alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedState {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    /// Host pid of the container's init; 0 until it exists.
+    pub pid: i32,
+    /// Start time of `pid` (field 22 of /proc/PID/stat), to detect pid reuse.
+    pub pid_start_time: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// RFC 3339 with nanoseconds.
+    pub created: String,
+    pub owner: String,
+    #[serde(default)]
+    pub annotations: std::collections::HashMap<String, String>,
+    /// False while `create` is still setting the container up ("creating").
+    pub ready: bool,
+    pub cgroup: Option<ContainerCgroup>,
+    /// Hooks to run on delete; kept so the bundle may be gone by then.
+    #[serde(default)]
+    pub poststop_hooks: Vec<oci_spec::runtime::Hook>,
+}
+
+/// The directory of one container, locked for the lifetime of this value.
+pub struct ContainerDir {
+    pub id: String,
+    pub path: PathBuf,
+    _lock: File,
+}
+
+/// Take an exclusive `flock` on `file`, waiting for other hull commands on the same id.
+fn lock_exclusive(file: &File, path: &Path) -> Result<(), StateError> {
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(io_err(path)(err));
+        }
+    }
+}
+
+fn open_lock(dir: &Path) -> Result<File, StateError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    lock_exclusive(&file, &path)?;
+    Ok(file)
+}
+
+impl ContainerDir {
+    /// Create the directory for a new container; fails if the id is taken.
+    pub fn create(root: &Path, id: &str) -> Result<Self, StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(root)
+            .map_err(io_err(root))?;
+        let path = root.join(id);
+        match fs::DirBuilder::new().mode(0o711).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::AlreadyExists(id.to_string()))
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        let lock = open_lock(&path)?;
+        Ok(Self {
+            id: id.to_string(),
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// Open and lock an existing container's directory.
+    pub fn open(root: &Path, id: &str) -> Result<Self, StateError> {
+        let path = root.join(id);
+        if !path.is_dir() {
+            return Err(StateError::NotExist(id.to_string()));
+        }
+        let lock = open_lock(&path)?;
+        // A concurrent delete may have removed it while we waited for the lock.
+        if !path.is_dir() {
+            return Err(StateError::NotExist(id.to_string()));
+        }
+        Ok(Self {
+            id: id.to_string(),
+            path,
+            _lock: lock,
+        })
+    }
+
+    pub fn fifo_path(&self) -> PathBuf {
+        self.path.join(EXEC_FIFO)
+    }
+
+    /// Load `state.json`; `Ok(None)` when a crashed `create` never wrote it.
+    pub fn load(&self) -> Result<Option<SavedState>, StateError> {
+        let path = self.path.join(STATE_FILE);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|source| StateError::Corrupt { path, source })
+    }
+
+    /// Write `state.json` atomically (temporary file, then rename).
+    pub fn save(&self, state: &SavedState) -> Result<(), StateError> {
+        let data = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+            path: self.path.join(STATE_FILE),
+            source,
+        })?;
+        write_atomic(&self.path.join(STATE_FILE), &data, 0o600)
+    }
+
+    /// Remove the whole directory (consumes the lock with it).
+    pub fn remove(self) -> Result<(), StateError> {
+        match fs::remove_dir_all(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&self.path)(e)),
+        }
+    }
+}
+
+/// Ids of every container directory under `root`, sorted.
+pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(root)(e)),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Write `data` to `path` through a temporary sibling and a rename, so readers see either
+/// the old or the new content, never a partial one.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path)(e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: &str) -> SavedState {
+        SavedState {
+            oci_version: "1.2.0".into(),
+            id: id.into(),
+            pid: 42,
+            pid_start_time: 7,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: "2026-01-01T00:00:00.000000001Z".into(),
+            owner: "root".into(),
+            annotations: Default::default(),
+            ready: true,
+            cgroup: None,
+            poststop_hooks: vec![],
+        }
+    }
+
+    #[test]
+    fn create_save_load_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ContainerDir::create(tmp.path(), "c1").unwrap();
+        assert!(dir.load().unwrap().is_none());
+        dir.save(&sample("c1")).unwrap();
+        let loaded = dir.load().unwrap().unwrap();
+        assert_eq!(loaded.pid, 42);
+        assert_eq!(list_ids(tmp.path()).unwrap(), vec!["c1".to_string()]);
+        dir.remove().unwrap();
+        assert!(list_ids(tmp.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn duplicate_and_missing_ids_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _a = ContainerDir::create(tmp.path(), "dup").unwrap();
+        let err = ContainerDir::create(tmp.path(), "dup").err().unwrap();
+        assert_eq!(err.to_string(), "container \"dup\" already exists");
+        let err = ContainerDir::open(tmp.path(), "nope").err().unwrap();
+        assert_eq!(err.to_string(), "container \"nope\" does not exist");
+    }
+
+    #[test]
+    fn corrupt_state_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ContainerDir::create(tmp.path(), "c").unwrap();
+        fs::write(dir.path.join(STATE_FILE), b"{not json").unwrap();
+        let err = dir.load().err().unwrap();
+        assert!(err.to_string().contains("is corrupt"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("pid");
+        write_atomic(&p, b"123", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"123");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

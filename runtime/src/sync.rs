@@ -1,0 +1,134 @@
+//! The conversation between `hull create` (the parent) and the container's init over a
+//! socketpair: length-prefixed JSON frames, one message each.
+//!
+//! Written by hand: it is a dozen lines of framing over `std::io`, not worth a crate.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+
+/// Frames larger than this are refused: a message is a config plus a little state.
+const MAX_FRAME: u32 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("container init closed the connection")]
+    Closed,
+    #[error("sync socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("sync message of {0} bytes exceeds the limit")]
+    TooLarge(u32),
+    #[error("malformed sync message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unexpected sync message: expected {expected}, got {got}")]
+    Unexpected { expected: &'static str, got: String },
+}
+
+/// Everything the init needs, sent by the parent right after it placed init in its cgroup.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitPlan {
+    pub id: String,
+    pub spec: oci_spec::runtime::Spec,
+    pub rootfs: PathBuf,
+    pub bundle: PathBuf,
+    pub fifo: PathBuf,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    /// Descriptor (inherited) of the console socket, when `process.terminal` is set.
+    pub console_fd: Option<i32>,
+    pub preserve_fds: i32,
+    /// A user namespace to join by path.
+    pub join_user: Option<PathBuf>,
+    /// `CLONE_NEW*` flags init unshares itself.
+    pub unshare_flags: i32,
+    pub in_user_ns: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToInit {
+    Plan(Box<InitPlan>),
+    /// Prestart and createRuntime hooks ran; carries the state JSON for createContainer.
+    HooksDone { state_json: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromInit {
+    /// Mounts are prepared; the parent may run prestart/createRuntime hooks now.
+    MountsReady,
+    /// Init is set up and about to block on the exec fifo.
+    Ready,
+    Error(String),
+}
+
+pub fn send<T: Serialize>(sock: &mut UnixStream, msg: &T) -> Result<(), SyncError> {
+    let body = serde_json::to_vec(msg)?;
+    let len = u32::try_from(body.len()).map_err(|_| SyncError::TooLarge(u32::MAX))?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&body);
+    sock.write_all(&frame)?;
+    Ok(())
+}
+
+pub fn recv<T: for<'de> Deserialize<'de>>(sock: &mut UnixStream) -> Result<T, SyncError> {
+    let mut len = [0u8; 4];
+    if let Err(e) = sock.read_exact(&mut len) {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            SyncError::Closed
+        } else {
+            SyncError::Io(e)
+        });
+    }
+    let len = u32::from_le_bytes(len);
+    if len > MAX_FRAME {
+        return Err(SyncError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len as usize];
+    sock.read_exact(&mut body).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            SyncError::Closed
+        } else {
+            SyncError::Io(e)
+        }
+    })?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_eof() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        send(&mut a, &FromInit::Error("boom".into())).unwrap();
+        send(&mut a, &FromInit::Ready).unwrap();
+        drop(a);
+        match recv::<FromInit>(&mut b).unwrap() {
+            FromInit::Error(m) => assert_eq!(m, "boom"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(recv::<FromInit>(&mut b).unwrap(), FromInit::Ready));
+        assert!(matches!(recv::<FromInit>(&mut b), Err(SyncError::Closed)));
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_refused() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(&(MAX_FRAME + 1).to_le_bytes()).unwrap();
+        assert!(matches!(
+            recv::<FromInit>(&mut b),
+            Err(SyncError::TooLarge(_))
+        ));
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(&3u32.to_le_bytes()).unwrap();
+        a.write_all(b"{x}").unwrap();
+        assert!(matches!(
+            recv::<FromInit>(&mut b),
+            Err(SyncError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,177 @@
+//! `hull run` in the foreground: wait for the container's init (hull's own child), forward
+//! signals to it, and relay its pty to hull's terminal when it has one.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::container::Error;
+use crate::terminal;
+
+/// Signals hull passes on to the container instead of acting on them itself.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Restores the signal mask on drop.
+struct MaskGuard(SigSet);
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+/// Wait for `pid` to exit and return its status the way a shell reports it.
+pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Error> {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGWINCH);
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+        .map_err(|source| Error::Sys {
+            what: "sigprocmask".into(),
+            source,
+        })?;
+    let _restore = MaskGuard(old);
+    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|source| Error::Sys {
+            what: "signalfd".into(),
+            source,
+        })?;
+
+    let _raw = master.as_ref().and_then(|_| terminal::RawMode::enable_on_stdin());
+    if let Some(m) = &master {
+        terminal::copy_window_size(m.as_fd());
+    }
+    // SAFETY: fd 0 stays open for the life of the process.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+
+    loop {
+        // The child may have exited before its SIGCHLD could be queued on the signalfd.
+        if let Some(code) = reap(pid)? {
+            if let Some(m) = &master {
+                drain(m.as_fd());
+            }
+            return Ok(code);
+        }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let (Some(m), true) = (&master, master_open) {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(source) => {
+                return Err(Error::Sys {
+                    what: "poll".into(),
+                    source,
+                })
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().map(|r| !r.is_empty()).unwrap_or(false))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                match sig {
+                    Signal::SIGCHLD => {}
+                    Signal::SIGWINCH => {
+                        if let Some(m) = &master {
+                            terminal::copy_window_size(m.as_fd());
+                        }
+                    }
+                    s => {
+                        let _ = nix::sys::signal::kill(pid, s);
+                    }
+                }
+            }
+        }
+        let mut i = 1;
+        if let (Some(m), true) = (&master, master_open) {
+            if ready[i] && !copy(m.as_fd(), 1) {
+                master_open = false;
+            }
+            i += 1;
+        }
+        if stdin_open && ready[i] {
+            if let Some(m) = &master {
+                if !copy(stdin, m.as_raw_fd()) {
+                    stdin_open = false;
+                }
+            }
+        }
+    }
+}
+
+/// The exit status of `pid` if it has exited: its code, or 128+signal.
+fn reap(pid: Pid) -> Result<Option<i32>, Error> {
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(128 + sig as i32)),
+        Ok(_) => Ok(None),
+        Err(nix::Error::ECHILD) => Err(Error::Init(format!("container init {pid} is not our child"))),
+        Err(source) => Err(Error::Sys {
+            what: "waitpid".into(),
+            source,
+        }),
+    }
+}
+
+/// Copy what is available from `from` to `to`; false on EOF or error (e.g. EIO when the
+/// pty's last slave closed).
+fn copy(from: BorrowedFd<'_>, to: i32) -> bool {
+    let mut buf = [0u8; 8192];
+    let n = match nix::unistd::read(from, &mut buf) {
+        Ok(0) | Err(_) => return false,
+        Ok(n) => n,
+    };
+    // SAFETY: `to` is stdout or the pty master, both open for the whole relay.
+    let to = unsafe { BorrowedFd::borrow_raw(to) };
+    let mut off = 0;
+    while off < n {
+        match nix::unistd::write(to, &buf[off..n]) {
+            Ok(w) => off += w,
+            Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Relay what the container wrote before it exited.
+fn drain(master: BorrowedFd<'_>) {
+    loop {
+        let mut fds = [PollFd::new(master, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) if n > 0 => {
+                if !copy(master, 1) {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
