@@ -9,6 +9,7 @@
 //! guest's [`ExitReason`].
 #![deny(missing_docs)]
 
+pub mod acpi;
 pub mod boot;
 pub mod config;
 pub mod cpuid;

@@ -216,7 +216,18 @@ impl Vcpu {
                 exit.request(reason);
             }
         }
-        tracing::debug!(vcpu = self.index, "vCPU thread ends");
+        match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(r), Ok(s)) => tracing::debug!(
+                vcpu = self.index,
+                rip = format_args!("{:#x}", r.rip),
+                rsp = format_args!("{:#x}", r.rsp),
+                cr0 = format_args!("{:#x}", s.cr0),
+                cr3 = format_args!("{:#x}", s.cr3),
+                efer = format_args!("{:#x}", s.efer),
+                "vCPU thread ends"
+            ),
+            _ => tracing::debug!(vcpu = self.index, "vCPU thread ends"),
+        }
     }
 
     /// Runs the guest until one exit and handles it; returns a reason when

@@ -9,6 +9,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use thiserror::Error;
 use vm_memory::GuestAddress;
 
+use crate::acpi::{self, AcpiError};
 use crate::boot::{self, BootError};
 use crate::config::{ConfigError, VmConfig};
 use crate::devices::boot_timer::BootTimer;
@@ -46,6 +47,9 @@ pub enum VmError {
     /// Kernel loading failed.
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// The ACPI tables could not be written.
+    #[error(transparent)]
+    Acpi(#[from] AcpiError),
     /// vCPU set-up failed.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
@@ -144,9 +148,17 @@ impl Vm {
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
+        tracing::debug!(
+            us = t0.elapsed().as_micros() as u64,
+            "VM, irqchip and PIT created"
+        );
         let mem = memory::create_guest_memory(u64::from(cfg.mem_mib) << 20)?;
+        tracing::debug!(us = t0.elapsed().as_micros() as u64, "guest memory mapped");
         memory::register_with_kvm(&vm, &mem)?;
-        let entry = boot::load(&mem, cfg, kind)?;
+        tracing::debug!(
+            us = t0.elapsed().as_micros() as u64,
+            "guest memory registered"
+        );
 
         let exit = Arc::new(ExitSignal::new());
         let boot_time = Arc::new(OnceLock::new());
@@ -217,6 +229,13 @@ impl Vm {
             tracing::debug!(?info, "vsock device placed");
         }
 
+        let rsdp = acpi::write_tables(&mem, cfg.vcpus, &mmio_devices)?;
+        tracing::debug!(
+            us = t0.elapsed().as_micros() as u64,
+            "devices placed, ACPI written"
+        );
+        let entry = boot::load(&mem, cfg, kind, Some(rsdp))?;
+        tracing::debug!(us = t0.elapsed().as_micros() as u64, "kernel loaded");
         // vCPUs.
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

@@ -145,3 +145,32 @@ fn triple_fault_is_reported_not_hung() {
         "{reason:?}"
     );
 }
+
+#[test]
+fn guest_finds_acpi_tables_through_the_zero_page() {
+    require_guest_env!();
+    let dir = tempfile::tempdir().unwrap();
+    // acpi_rsdp_addr (zero page 0x70) -> "RSD PTR " -> XSDT (RSDP+24) ->
+    // "XSDT" -> first entry (FADT) -> "FACP".
+    let bin = common::assemble(
+        dir.path(),
+        "acpi",
+        r#"
+        mov 0x70(%rsi), %rbx
+        movabs $0x2052545020445352, %rax
+        cmp %rax, (%rbx)
+        je 1f
+        exit_with 1
+    1:  mov 24(%rbx), %rcx
+        mov (%rcx), %eax
+        expect %eax, 0x54445358, 2
+        mov 36(%rcx), %rdx
+        mov (%rdx), %eax
+        expect %eax, 0x50434146, 3
+        exit_with 0x42
+    "#,
+    );
+    let serial = dir.path().join("serial.log");
+    let mut vm = Vm::start(&common::flat_config(&bin, &serial)).expect("VM starts");
+    assert_eq!(vm.wait_timeout(TIMEOUT), Some(ExitReason::DebugExit(0x42)));
+}

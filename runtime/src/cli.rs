@@ -167,8 +167,7 @@ pub fn main() -> i32 {
 fn execute(cli: &Cli) -> Result<i32, Error> {
     if cli.systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
         return Err(Error::Usage(
-            "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system)"
-                .into(),
+            "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system)".into(),
         ));
     }
     let rootless = match cli.rootless.as_deref() {
@@ -242,12 +241,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             hull_specs::defaults::write_default_spec(bundle, *rootless, uid, gid)?;
         }
         Command::Features => {
-            writeln!(
-                out,
-                "{}",
-                hull_specs::features::features_pretty_json()
-            )
-            .map_err(wr)?;
+            writeln!(out, "{}", hull_specs::features::features_pretty_json()).map_err(wr)?;
         }
     }
     Ok(0)
@@ -346,9 +340,23 @@ mod tests {
     #[test]
     fn containerd_argv_parses() {
         let cli = Cli::try_parse_from([
-            "hull", "--root", "/r", "--log", "/b/log.json", "--log-format", "json", "create",
-            "--bundle", "/b", "--pid-file", "/b/init.pid", "--console-socket", "/s",
-            "--no-pivot", "--no-new-keyring", "c1",
+            "hull",
+            "--root",
+            "/r",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "--console-socket",
+            "/s",
+            "--no-pivot",
+            "--no-new-keyring",
+            "c1",
         ])
         .unwrap();
         assert_eq!(cli.log_format, LogFormat::Json);
@@ -361,7 +369,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["hull", "kill", "--all", "c1", "9"]).unwrap();
-        assert!(matches!(cli.command, Command::Kill { all: true, ref signal, .. } if signal == "9"));
+        assert!(
+            matches!(cli.command, Command::Kill { all: true, ref signal, .. } if signal == "9")
+        );
         let cli = Cli::try_parse_from(["hull", "delete", "--force", "c1"]).unwrap();
         assert!(matches!(cli.command, Command::Delete { force: true, .. }));
         let cli = Cli::try_parse_from(["hull", "ps", "--format", "json", "c1"]).unwrap();

@@ -197,7 +197,10 @@ impl Runtime {
             pid: None,
             cgroup: None,
         };
-        let dir = guard.dir.as_ref().ok_or_else(|| Error::Init("no state dir".into()))?;
+        let dir = guard
+            .dir
+            .as_ref()
+            .ok_or_else(|| Error::Init("no state dir".into()))?;
         let fifo = dir.fifo_path();
         make_fifo(&fifo)?;
 
@@ -217,10 +220,8 @@ impl Runtime {
             .collect();
 
         let pid = {
-            let _ns = ChildNamespaceGuard::enter(
-                &ns_plan,
-                namespaces::time_offsets(spec).as_deref(),
-            )?;
+            let _ns =
+                ChildNamespaceGuard::enter(&ns_plan, namespaces::time_offsets(spec).as_deref())?;
             spawn_init(
                 ns_plan.clone_flags.bits(),
                 &exec,
@@ -234,7 +235,8 @@ impl Runtime {
         if ns_plan.new_user {
             write_id_maps(pid, spec)?;
             use std::io::Write;
-            ours.write_all(&[1]).map_err(io("releasing init after id mapping"))?;
+            ours.write_all(&[1])
+                .map_err(io("releasing init after id mapping"))?;
         }
 
         let mut saved = SavedState {
@@ -245,10 +247,14 @@ impl Runtime {
             bundle: bundle.dir.clone(),
             rootfs: bundle.rootfs.clone(),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            owner: user_name(nix::unistd::geteuid().as_raw()),
             annotations: spec.annotations().clone().unwrap_or_default(),
             ready: false,
             cgroup: Some(ContainerCgroup::load(&cgroup_path)?),
+            poststart_hooks: spec
+                .hooks()
+                .as_ref()
+                .and_then(|h| h.poststart().clone())
+                .unwrap_or_default(),
             poststop_hooks: spec
                 .hooks()
                 .as_ref()
@@ -257,8 +263,8 @@ impl Runtime {
         };
         // Saved before the cgroup exists, so `delete --force` finds it after a crash.
         dir.save(&saved)?;
-        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-        let cgroup = ContainerCgroup::create(&cgroup_path, resources, pid.as_raw())?;
+        let resources = cgroup_resources(spec);
+        let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref(), pid.as_raw())?;
         saved.cgroup = Some(cgroup.clone());
         guard.cgroup = Some(cgroup);
 
@@ -282,7 +288,10 @@ impl Runtime {
                 Ok(FromInit::MountsReady) => {
                     let state_json = hook_state(&saved, Status::Creating);
                     if let Some(h) = spec.hooks().as_ref() {
-                        for (kind, list) in [("prestart", h.prestart()), ("createRuntime", h.create_runtime())] {
+                        for (kind, list) in [
+                            ("prestart", h.prestart()),
+                            ("createRuntime", h.create_runtime()),
+                        ] {
                             if let Some(list) = list {
                                 hooks::run_hooks(kind, list, state_json.as_bytes())?;
                             }
@@ -331,11 +340,11 @@ impl Runtime {
             });
         }
         release_fifo(&dir.fifo_path(), &saved)?;
-        if let Some(list) = spec_hooks_poststart(&saved) {
-            if let Err(e) = hooks::run_hooks("poststart", &list, hook_state(&saved, Status::Running).as_bytes()) {
-                tracing::warn!("{e}");
-            }
-        }
+        run_hooks_warning(
+            "poststart",
+            &saved.poststart_hooks,
+            &hook_state(&saved, Status::Running),
+        );
         Ok(())
     }
 
@@ -343,7 +352,8 @@ impl Runtime {
         hull_specs::validate_container_id(id)?;
         let dir = ContainerDir::open(&self.root, id)?;
         let saved = load_state(&dir)?;
-        Ok(public_state(&dir, &saved))
+        // runc leaves `owner` empty in `state` and fills it in `list`.
+        Ok(public_state(&dir, &saved, String::new()))
     }
 
     pub fn list(&self) -> Result<Vec<ContainerState>, Error> {
@@ -353,7 +363,10 @@ impl Runtime {
                 continue;
             };
             if let Ok(Some(saved)) = dir.load() {
-                out.push(public_state(&dir, &saved));
+                let owner = fs::metadata(&dir.path)
+                    .map(|m| user_name(std::os::unix::fs::MetadataExt::uid(&m)))
+                    .unwrap_or_default();
+                out.push(public_state(&dir, &saved, owner));
             }
         }
         Ok(out)
@@ -411,15 +424,11 @@ impl Runtime {
         if let Some(cg) = &saved.cgroup {
             cg.destroy()?;
         }
-        if !saved.poststop_hooks.is_empty() {
-            if let Err(e) = hooks::run_hooks(
-                "poststop",
-                &saved.poststop_hooks,
-                hook_state(&saved, Status::Stopped).as_bytes(),
-            ) {
-                tracing::warn!("{e}");
-            }
-        }
+        run_hooks_warning(
+            "poststop",
+            &saved.poststop_hooks,
+            &hook_state(&saved, Status::Stopped),
+        );
         dir.remove()?;
         Ok(())
     }
@@ -441,7 +450,13 @@ impl Runtime {
     /// `run`: create and start; unless `detach`, wait for the container (relaying its pty
     /// when it has one and no console socket was given), delete it unless `keep`, and
     /// return its exit status (128+signal when killed).
-    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32, Error> {
+    pub fn run(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        detach: bool,
+        keep: bool,
+    ) -> Result<i32, Error> {
         let created = self.create_inner(id, opts, !detach)?;
         let outcome = self.start(id).and_then(|()| {
             if detach {
@@ -458,15 +473,22 @@ impl Runtime {
     }
 }
 
+/// `linux.resources`, with the device nodes of `linux.devices` allowed, as runc does.
+fn cgroup_resources(spec: &hull_specs::Spec) -> Option<oci_spec::runtime::LinuxResources> {
+    let linux = spec.linux().as_ref()?;
+    let mut resources = linux.resources().clone();
+    if let Some(devices) = linux.devices().as_ref().filter(|d| !d.is_empty()) {
+        let r = resources.get_or_insert_with(Default::default);
+        let mut rules = r.devices().clone().unwrap_or_default();
+        rules.extend(crate::cgroups::spec_device_rules(devices));
+        r.set_devices(Some(rules));
+    }
+    resources
+}
+
 fn load_state(dir: &ContainerDir) -> Result<SavedState, Error> {
     dir.load()?
         .ok_or_else(|| Error::State(StateError::NotExist(dir.id.clone())))
-}
-
-fn spec_hooks_poststart(saved: &SavedState) -> Option<Vec<oci_spec::runtime::Hook>> {
-    // Poststart hooks are read from the bundle, which must still be there at start.
-    let bundle = hull_specs::load_bundle(&saved.bundle).ok()?;
-    bundle.spec.hooks().as_ref()?.poststart().clone()
 }
 
 /// The status, derived from the live process rather than stored, so it is never stale.
@@ -480,21 +502,38 @@ pub fn status_of(dir: &ContainerDir, saved: &SavedState) -> Status {
     if dir.fifo_path().exists() {
         return Status::Created;
     }
+    if saved.cgroup.as_ref().is_some_and(|cg| cg.is_frozen()) {
+        return Status::Paused;
+    }
     Status::Running
 }
 
-fn public_state(dir: &ContainerDir, saved: &SavedState) -> ContainerState {
+fn public_state(dir: &ContainerDir, saved: &SavedState, owner: String) -> ContainerState {
     let status = status_of(dir, saved);
     ContainerState {
         oci_version: saved.oci_version.clone(),
         id: saved.id.clone(),
-        pid: if status == Status::Stopped { 0 } else { saved.pid },
+        pid: if status == Status::Stopped {
+            0
+        } else {
+            saved.pid
+        },
         status,
         bundle: saved.bundle.clone(),
         rootfs: saved.rootfs.clone(),
         created: saved.created.clone(),
-        owner: saved.owner.clone(),
+        owner,
         annotations: saved.annotations.clone(),
+    }
+}
+
+/// Poststart and poststop hooks: a failure is a warning and the next hooks still run
+/// (runtime-spec).
+fn run_hooks_warning(kind: &str, list: &[oci_spec::runtime::Hook], state: &str) {
+    for (i, hook) in list.iter().enumerate() {
+        if let Err(e) = hooks::run_hook(kind, i, hook, state.as_bytes()) {
+            tracing::warn!("{e}");
+        }
     }
 }
 
@@ -545,9 +584,18 @@ fn release_fifo(fifo: &Path, saved: &SavedState) -> Result<(), Error> {
         .open(fifo)
         .map_err(io(format!("opening exec fifo {fifo:?}")))?;
     loop {
-        let mut fds = [nix::poll::PollFd::new(f.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            f.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16))
-            .or_else(|e| if e == nix::Error::EINTR { Ok(0) } else { Err(e) })
+            .or_else(|e| {
+                if e == nix::Error::EINTR {
+                    Ok(0)
+                } else {
+                    Err(e)
+                }
+            })
             .map_err(sys("poll exec fifo"))?;
         if n > 0 {
             let mut b = [0u8; 1];
@@ -578,7 +626,8 @@ fn make_fifo(path: &Path) -> Result<(), Error> {
 
 /// A `CLOEXEC` duplicate of `fd` numbered at least `min` (clear of `--preserve-fds`).
 fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: i32) -> Result<OwnedFd, Error> {
-    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min)).map_err(sys("dup"))?;
+    let raw =
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min)).map_err(sys("dup"))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
@@ -652,7 +701,9 @@ fn reap_status(pid: Pid) -> String {
 /// True if `pid` exists, is not a zombie, and (when known) started at `start_time`.
 pub fn process_alive(pid: i32, start_time: u64) -> bool {
     match read_stat(pid) {
-        Some((state, start)) => state != 'Z' && state != 'X' && (start_time == 0 || start == start_time),
+        Some((state, start)) => {
+            state != 'Z' && state != 'X' && (start_time == 0 || start == start_time)
+        }
         None => false,
     }
 }
@@ -780,7 +831,11 @@ fn child_after_clone(exec: &InitExec, child_fds: &[RawFd], wait_for_maps_on: Opt
         for &fd in child_fds {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
-        libc::execve(exec.path.as_ptr(), exec.argv_ptrs.as_ptr(), exec.envp_ptrs.as_ptr());
+        libc::execve(
+            exec.path.as_ptr(),
+            exec.argv_ptrs.as_ptr(),
+            exec.envp_ptrs.as_ptr(),
+        );
         libc::_exit(127)
     }
 }

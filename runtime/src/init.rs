@@ -139,7 +139,11 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
             .into())
         }
     };
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.create_container().clone()) {
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().clone())
+    {
         hooks::run_hooks("createContainer", &h, state_json.as_bytes())?;
     }
 
@@ -151,6 +155,10 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
     rootfs::finish(&rootfs_plan)?;
 
     let cwd = process.cwd();
+    // runc creates a missing working directory; we are inside the new root by now.
+    if !cwd.exists() {
+        std::fs::create_dir_all(cwd).map_err(io(format!("creating process.cwd {cwd:?}")))?;
+    }
     nix::unistd::chdir(cwd).map_err(sys(format!("process.cwd {cwd:?}")))?;
     let env = container_env(process);
     let args = process.args().clone().unwrap_or_default();
@@ -167,7 +175,11 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
     wait_for_start(&fifo)?;
     drop(fifo);
 
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.start_container().clone()) {
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().clone())
+    {
         let state = serde_json::json!({
             "ociVersion": spec.version(), "id": plan.id, "status": "running",
             "pid": std::process::id(), "bundle": plan.bundle,
@@ -175,7 +187,8 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
         });
         hooks::run_hooks("startContainer", &h, state.to_string().as_bytes())?;
     }
-    process_setup::apply(process)?;
+    let personality = spec.linux().as_ref().and_then(|l| l.personality().as_ref());
+    process_setup::apply_with_personality(process, personality)?;
     close_fds_on_exec(3 + plan.preserve_fds)?;
     drop_sync_socket(sock);
     Err(exec.exec())
@@ -207,13 +220,7 @@ fn join_session_keyring(id: &str) {
         return;
     };
     // SAFETY: keyctl reads the NUL-terminated name we own; no other memory is passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            name.as_ptr(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
     if rc < 0 {
         tracing::debug!("keyctl: {}", std::io::Error::last_os_error());
     }
@@ -279,8 +286,8 @@ fn setup_console(console_fd: Option<i32>) -> Result<(), InitError> {
 fn container_env(process: &oci_spec::runtime::Process) -> Vec<String> {
     let mut env = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = process_setup::home_for_uid(process.user().uid())
-            .unwrap_or_else(|| "/".to_string());
+        let home =
+            process_setup::home_for_uid(process.user().uid()).unwrap_or_else(|| "/".to_string());
         env.push(format!("HOME={home}"));
     }
     env

@@ -50,7 +50,9 @@ impl Visit for Message {
 pub fn format_line(format: LogFormat, level: &Level, msg: &str, time: &str) -> String {
     let level = level.as_str().to_ascii_lowercase();
     match format {
-        LogFormat::Json => serde_json::json!({ "level": level, "msg": msg, "time": time }).to_string(),
+        LogFormat::Json => {
+            serde_json::json!({ "level": level, "msg": msg, "time": time }).to_string()
+        }
         LogFormat::Text => format!(
             "time=\"{time}\" level={level} msg={}",
             serde_json::Value::String(msg.to_string())
@@ -100,7 +102,12 @@ mod tests {
 
     #[test]
     fn json_lines_have_runc_fields() {
-        let line = format_line(LogFormat::Json, &Level::ERROR, "container \"x\" does not exist", "T");
+        let line = format_line(
+            LogFormat::Json,
+            &Level::ERROR,
+            "container \"x\" does not exist",
+            "T",
+        );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], "container \"x\" does not exist");

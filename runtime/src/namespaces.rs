@@ -224,7 +224,7 @@ pub fn verify_ns_path(kind: NsKind, path: &Path) -> Result<(), NamespaceError> {
 /// The `CLONE_NEW*` type of a namespace file, or None if it is not one.
 fn ns_type_of(file: &File) -> Option<i32> {
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3), linux/nsfs.h
-    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor.
+                                                 // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
     (rc > 0).then_some(rc)
 }
@@ -236,12 +236,10 @@ pub fn join(kind: NsKind, path: &Path) -> Result<(), NamespaceError> {
         path: path.to_path_buf(),
         source,
     })?;
-    nix::sched::setns(file.as_fd(), kind.clone_flag()).map_err(|source| {
-        NamespaceError::Setns {
-            kind,
-            path: path.to_path_buf(),
-            source,
-        }
+    nix::sched::setns(file.as_fd(), kind.clone_flag()).map_err(|source| NamespaceError::Setns {
+        kind,
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -264,10 +262,7 @@ pub struct ChildNamespaceGuard {
 impl ChildNamespaceGuard {
     /// Enter the joined namespaces init must be born into, and create a new time namespace
     /// with `offsets` if asked.
-    pub fn enter(
-        plan: &NamespacePlan,
-        time_offsets: Option<&str>,
-    ) -> Result<Self, NamespaceError> {
+    pub fn enter(plan: &NamespacePlan, time_offsets: Option<&str>) -> Result<Self, NamespaceError> {
         let mut guard = ChildNamespaceGuard { saved: Vec::new() };
         for (kind, path) in &plan.parent_join {
             guard.save(*kind)?;
@@ -289,11 +284,8 @@ impl ChildNamespaceGuard {
             return Ok(());
         }
         let path = PathBuf::from(format!("/proc/self/ns/{}", kind.proc_name()));
-        let file = File::open(&path).map_err(|source| NamespaceError::Open {
-            kind,
-            path,
-            source,
-        })?;
+        let file =
+            File::open(&path).map_err(|source| NamespaceError::Open { kind, path, source })?;
         self.saved.push((kind, file));
         Ok(())
     }
@@ -314,13 +306,8 @@ pub fn time_offsets(spec: &Spec) -> Option<String> {
     let offsets = spec.linux().as_ref()?.time_offsets().as_ref()?;
     let mut out = String::new();
     for (clock, off) in offsets {
-        let name = match clock.as_str() {
-            "monotonic" => "monotonic",
-            "boottime" => "boottime",
-            other => other,
-        };
         out.push_str(&format!(
-            "{name} {} {}\n",
+            "{clock} {} {}\n",
             off.secs().unwrap_or(0),
             off.nanosecs().unwrap_or(0)
         ));
@@ -380,7 +367,10 @@ mod tests {
             ns(LinuxNamespaceType::Pid, Some("/proc/self/ns/pid")),
         ]);
         let plan = NamespacePlan::from_spec(&spec).unwrap();
-        assert_eq!(plan.join_user.as_deref(), Some(Path::new("/proc/self/ns/user")));
+        assert_eq!(
+            plan.join_user.as_deref(),
+            Some(Path::new("/proc/self/ns/user"))
+        );
         let kinds: Vec<NsKind> = plan.parent_join.iter().map(|(k, _)| *k).collect();
         assert_eq!(kinds, vec![NsKind::Net, NsKind::Pid]);
         // Owned by the joined user namespace: made by init, not by clone.

@@ -597,9 +597,12 @@ fn set_ambient(ambient: &CapsHashSet) -> Result<()> {
     })?;
     let mut list: Vec<_> = ambient.iter().copied().collect();
     list.sort_by_key(|c| c.index());
+    // As runc 1.2: an ambient capability the kernel refuses (not both permitted and
+    // inheritable, e.g. with runc's default spec) is a warning, not a failure.
     for cap in list {
-        caps::raise(None, CapSet::Ambient, cap)
-            .map_err(|e| caps_error("process.capabilities.ambient", format!("raise {cap}"), e))?;
+        if let Err(e) = caps::raise(None, CapSet::Ambient, cap) {
+            tracing::warn!("process.capabilities.ambient: cannot raise {cap}: {e}");
+        }
     }
     Ok(())
 }

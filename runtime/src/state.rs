@@ -57,13 +57,14 @@ pub struct SavedState {
     pub rootfs: PathBuf,
     /// RFC 3339 with nanoseconds.
     pub created: String,
-    pub owner: String,
     #[serde(default)]
     pub annotations: std::collections::HashMap<String, String>,
     /// False while `create` is still setting the container up ("creating").
     pub ready: bool,
     pub cgroup: Option<ContainerCgroup>,
-    /// Hooks to run on delete; kept so the bundle may be gone by then.
+    /// Hooks to run on start and delete; kept so the bundle is not read again.
+    #[serde(default)]
+    pub poststart_hooks: Vec<oci_spec::runtime::Hook>,
     #[serde(default)]
     pub poststop_hooks: Vec<oci_spec::runtime::Hook>,
 }
@@ -236,10 +237,10 @@ mod tests {
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             created: "2026-01-01T00:00:00.000000001Z".into(),
-            owner: "root".into(),
             annotations: Default::default(),
             ready: true,
             cgroup: None,
+            poststart_hooks: vec![],
             poststop_hooks: vec![],
         }
     }

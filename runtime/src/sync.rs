@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-
 /// Frames larger than this are refused: a message is a config plus a little state.
 const MAX_FRAME: u32 = 16 << 20;
 
@@ -51,7 +50,9 @@ pub struct InitPlan {
 pub enum ToInit {
     Plan(Box<InitPlan>),
     /// Prestart and createRuntime hooks ran; carries the state JSON for createContainer.
-    HooksDone { state_json: String },
+    HooksDone {
+        state_json: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

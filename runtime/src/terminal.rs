@@ -6,9 +6,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr,
-};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 use nix::sys::termios::{self, SetArg, Termios};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,12 +97,11 @@ pub fn become_console(slave: &OwnedFd) -> Result<(), TerminalError> {
 
 /// Connect to the console socket given with `--console-socket`.
 pub fn connect_console_socket(path: &Path) -> Result<OwnedFd, TerminalError> {
-    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
-        TerminalError::Connect {
+    let stream =
+        std::os::unix::net::UnixStream::connect(path).map_err(|source| TerminalError::Connect {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     Ok(OwnedFd::from(stream))
 }
 
@@ -131,7 +128,10 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, TerminalError> {
     )
     .map_err(|e| TerminalError::Recv(e.to_string()))?;
     let mut received: Vec<OwnedFd> = Vec::new();
-    for c in msg.cmsgs().map_err(|e| TerminalError::Recv(e.to_string()))? {
+    for c in msg
+        .cmsgs()
+        .map_err(|e| TerminalError::Recv(e.to_string()))?
+    {
         if let ControlMessageOwned::ScmRights(fds) = c {
             for fd in fds {
                 // SAFETY: SCM_RIGHTS delivered a new descriptor into this process.

@@ -40,19 +40,23 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGWINCH);
     let mut old = SigSet::empty();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
-        .map_err(|source| Error::Sys {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(
+        |source| Error::Sys {
             what: "sigprocmask".into(),
             source,
-        })?;
+        },
+    )?;
     let _restore = MaskGuard(old);
-    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|source| Error::Sys {
+    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(
+        |source| Error::Sys {
             what: "signalfd".into(),
             source,
-        })?;
+        },
+    )?;
 
-    let _raw = master.as_ref().and_then(|_| terminal::RawMode::enable_on_stdin());
+    let _raw = master
+        .as_ref()
+        .and_then(|_| terminal::RawMode::enable_on_stdin());
     if let Some(m) = &master {
         terminal::copy_window_size(m.as_fd());
     }
@@ -132,7 +136,9 @@ fn reap(pid: Pid) -> Result<Option<i32>, Error> {
         Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
         Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(128 + sig as i32)),
         Ok(_) => Ok(None),
-        Err(nix::Error::ECHILD) => Err(Error::Init(format!("container init {pid} is not our child"))),
+        Err(nix::Error::ECHILD) => Err(Error::Init(format!(
+            "container init {pid} is not our child"
+        ))),
         Err(source) => Err(Error::Sys {
             what: "waitpid".into(),
             source,

@@ -431,7 +431,9 @@ fn stdio_passed_through() {
 /// `start` even though `create` has exited.
 #[test]
 fn create_stdio_reaches_the_container() {
-    let Some(rt) = setup("create-stdio") else { return };
+    let Some(rt) = setup("create-stdio") else {
+        return;
+    };
     let mut b = Bundle::new();
     b.sh("cat; echo to-err >&2; echo done");
     b.write();
@@ -440,18 +442,32 @@ fn create_stdio_reaches_the_container() {
     let id = rt.id();
     let pf = rt.pid_file(&id);
     let mut c = rt.cmd(&[
-        "create", "--bundle", b.path().to_str().unwrap(), "--pid-file", pf.to_str().unwrap(), &id,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "--pid-file",
+        pf.to_str().unwrap(),
+        &id,
     ]);
     c.stdin(std::fs::File::open(dir.join("in")).unwrap())
         .stdout(std::fs::File::create(dir.join("out")).unwrap())
         .stderr(std::fs::File::create(dir.join("err")).unwrap());
     let mut child = c.spawn().unwrap();
     let st = wait_child(&mut child, Duration::from_secs(60)).expect("create timed out");
-    assert!(st.success(), "create failed: {}", std::fs::read_to_string(dir.join("err")).unwrap());
+    assert!(
+        st.success(),
+        "create failed: {}",
+        std::fs::read_to_string(dir.join("err")).unwrap()
+    );
     rt.start(&id).assert_ok();
     assert!(rt.wait_status(&id, "stopped", T));
-    assert_eq!(std::fs::read_to_string(dir.join("out")).unwrap(), "input-line\ndone\n");
-    assert!(std::fs::read_to_string(dir.join("err")).unwrap().contains("to-err"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out")).unwrap(),
+        "input-line\ndone\n"
+    );
+    assert!(std::fs::read_to_string(dir.join("err"))
+        .unwrap()
+        .contains("to-err"));
     rt.delete(&id).assert_ok();
     assert_no_leftovers(&rt, &b);
 }

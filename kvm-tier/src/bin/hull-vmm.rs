@@ -37,6 +37,22 @@ struct Args {
     /// Guest CID of the vsock device.
     #[arg(long, default_value_t = 3)]
     vsock_cid: u64,
+    /// Stop the VM after this many milliseconds (exit status 124).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+}
+
+fn report(vm: &Vm) {
+    eprintln!(
+        "hull-vmm: VM set-up took {} us",
+        vm.timings().setup.as_micros()
+    );
+    if let Some(t) = vm.boot_time() {
+        eprintln!(
+            "hull-vmm: guest boot time {} us (boot-timer port)",
+            t.as_micros()
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -78,17 +94,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let reason = vm.wait();
-    eprintln!(
-        "hull-vmm: VM set-up took {} us",
-        vm.timings().setup.as_micros()
-    );
-    if let Some(t) = vm.boot_time() {
-        eprintln!(
-            "hull-vmm: guest boot time {} us (boot-timer port)",
-            t.as_micros()
-        );
-    }
+    let reason = match args.timeout_ms {
+        Some(ms) => match vm.wait_timeout(std::time::Duration::from_millis(ms)) {
+            Some(r) => r,
+            None => {
+                vm.stop();
+                eprintln!("hull-vmm: timed out after {ms} ms");
+                report(&vm);
+                return ExitCode::from(124);
+            }
+        },
+        None => vm.wait(),
+    };
+    report(&vm);
     eprintln!("hull-vmm: VM exited: {reason:?}");
     match reason {
         ExitReason::Reset | ExitReason::Stopped => ExitCode::SUCCESS,

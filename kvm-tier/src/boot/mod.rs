@@ -112,10 +112,12 @@ pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
 }
 
 /// Loads everything the guest needs to boot and returns the entry state.
+/// `rsdp` is where the ACPI tables start, if they were written.
 pub fn load(
     mem: &GuestMemoryMmap,
     cfg: &VmConfig,
     kind: KernelKind,
+    rsdp: Option<GuestAddress>,
 ) -> Result<BootEntry, BootError> {
     let path = cfg.kernel.as_path();
     let mut file = File::open(path).map_err(io_err(path))?;
@@ -189,8 +191,8 @@ pub fn load(
     let cmdline_size = cfg.cmdline.len() as u32 + 1;
 
     match mode {
-        EntryMode::Long64 => params::write_zero_page(mem, header, cmdline_size, initrd)?,
-        EntryMode::Pvh32 => params::write_pvh_start_info(mem, initrd)?,
+        EntryMode::Long64 => params::write_zero_page(mem, header, cmdline_size, initrd, rsdp)?,
+        EntryMode::Pvh32 => params::write_pvh_start_info(mem, initrd, rsdp)?,
     }
     tracing::debug!(entry = entry.0, ?mode, ?kind, kernel_end, "kernel loaded");
     Ok(BootEntry { entry, mode, kind })

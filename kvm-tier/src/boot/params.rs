@@ -48,8 +48,10 @@ pub fn write_zero_page(
     header: Option<setup_header>,
     cmdline_size: u32,
     initrd: Option<(GuestAddress, u64)>,
+    rsdp: Option<GuestAddress>,
 ) -> Result<(), BootError> {
     let mut params = boot_params::default();
+    params.acpi_rsdp_addr = rsdp.map_or(0, |a| a.raw_value());
     if let Some(h) = header {
         params.hdr = h;
     }
@@ -86,10 +88,12 @@ pub fn write_zero_page(
 pub fn write_pvh_start_info(
     mem: &GuestMemoryMmap,
     initrd: Option<(GuestAddress, u64)>,
+    rsdp: Option<GuestAddress>,
 ) -> Result<(), BootError> {
     let mut info = hvm_start_info {
         magic: XEN_HVM_START_MAGIC,
         version: 1,
+        rsdp_paddr: rsdp.map_or(0, |a| a.raw_value()),
         cmdline_paddr: CMDLINE_ADDR,
         memmap_paddr: PVH_MEMMAP_ADDR,
         ..Default::default()
@@ -132,7 +136,14 @@ mod tests {
     #[test]
     fn zero_page_holds_cmdline_initrd_and_e820() {
         let mem = create_guest_memory(64 << 20).unwrap();
-        write_zero_page(&mem, None, 12, Some((GuestAddress(0x200_0000), 4096))).unwrap();
+        write_zero_page(
+            &mem,
+            None,
+            12,
+            Some((GuestAddress(0x200_0000), 4096)),
+            Some(GuestAddress(0xe0000)),
+        )
+        .unwrap();
         let bp: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_ADDR)).unwrap();
         let hdr = bp.hdr;
         assert_eq!({ hdr.header }, KERNEL_HDR_MAGIC);
@@ -142,6 +153,7 @@ mod tests {
         assert_eq!({ hdr.ramdisk_image }, 0x200_0000);
         assert_eq!({ hdr.ramdisk_size }, 4096);
         assert_eq!(bp.e820_entries, 2);
+        assert_eq!({ bp.acpi_rsdp_addr }, 0xe0000);
         let e1 = bp.e820_table[1];
         assert_eq!(
             ({ e1.addr }, { e1.size }),
@@ -152,10 +164,11 @@ mod tests {
     #[test]
     fn pvh_start_info_is_written() {
         let mem = create_guest_memory(64 << 20).unwrap();
-        write_pvh_start_info(&mem, None).unwrap();
+        write_pvh_start_info(&mem, None, Some(GuestAddress(0xe0000))).unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).unwrap();
         assert_eq!(info.magic, XEN_HVM_START_MAGIC);
         assert_eq!(info.memmap_entries, 2);
         assert_eq!(info.nr_modules, 0);
+        assert_eq!(info.rsdp_paddr, 0xe0000);
     }
 }

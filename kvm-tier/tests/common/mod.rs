@@ -118,3 +118,65 @@ pub fn flat_config(payload: &Path, serial: &Path) -> hull_kvm::VmConfig {
     cfg.serial = hull_kvm::SerialOutput::File(serial.to_path_buf());
     cfg
 }
+
+/// Builds an uncompressed newc cpio archive from (path, mode, contents).
+pub fn cpio_newc(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    fn pad4(out: &mut Vec<u8>) {
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    let mut out = Vec::new();
+    let trailer = ("TRAILER!!!", 0u32, Vec::new());
+    for (ino, (name, mode, data)) in entries
+        .iter()
+        .map(|(n, m, d)| (*n, *m, d.clone()))
+        .chain(std::iter::once(trailer))
+        .enumerate()
+    {
+        let fields = [
+            ino as u32 + 1,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad4(&mut out);
+        out.extend_from_slice(&data);
+        pad4(&mut out);
+    }
+    out
+}
+
+/// A guest kernel for the boot probe: `$HULL_TEST_KERNEL`, else the newest
+/// `/boot/vmlinuz-*`.
+pub fn find_guest_kernel() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HULL_TEST_KERNEL") {
+        return Some(PathBuf::from(p));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}

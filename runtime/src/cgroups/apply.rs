@@ -67,7 +67,7 @@ impl Target<'_> {
 /// Applies `res` to `t` according to `plan`.
 pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result<(), CgroupError> {
     let v2 = t.env.mode == Mode::V2;
-    let mut core = CoreSetter::new(t)?;
+    let mut core = CoreSetter::new(t);
 
     if let Some(cpu) = res.cpu() {
         let core_part = cpu.shares().is_some()
@@ -80,7 +80,7 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
         if core_part {
             let mut r = LinuxResources::default();
             r.set_cpu(Some(cpu.clone()));
-            core.set("linux.resources.cpu", "cpu", &r)?;
+            core.set("linux.resources.cpu", "cpu,cpuset", &r)?;
         }
         if let Some(idle) = cpu.idle() {
             let field = "linux.resources.cpu.idle";
@@ -114,7 +114,7 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
                 )?;
             }
             let mut r = LinuxResources::default();
-            r.set_memory(Some(mem.clone()));
+            r.set_memory(Some(*mem));
             core.set("linux.resources.memory", "memory", &r)?;
         }
     }
@@ -311,12 +311,12 @@ struct CoreSetter<'a> {
 }
 
 impl<'a> CoreSetter<'a> {
-    fn new(t: &Target<'a>) -> Result<Self, CgroupError> {
-        let _ = t;
-        Ok(CoreSetter {
+    /// The FsManager itself is made on first use (it reads /proc/self/{cgroup,mountinfo}).
+    fn new(t: &Target<'a>) -> Self {
+        CoreSetter {
             path: t.path,
             manager: None,
-        })
+        }
     }
 
     fn set(

@@ -89,10 +89,19 @@ pub enum CgroupError {
 /// Renders an error and its whole `source()` chain on one line (cgroups-rs keeps the
 /// interesting part, the errno, in the cause).
 pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
+    // cgroups-rs also prints its cause (Debug-formatted) after " caused by: "; keep the head
+    // of each level and append the causes' own messages instead.
+    let head = |e: &dyn std::error::Error| {
+        let s = e.to_string();
+        match s.split_once(" caused by: ") {
+            Some((h, _)) => h.to_string(),
+            None => s,
+        }
+    };
+    let mut out = head(err);
     let mut cur = err.source();
     while let Some(e) = cur {
-        let s = e.to_string();
+        let s = head(e);
         if !out.contains(&s) {
             out.push_str(": ");
             out.push_str(&s);

@@ -32,10 +32,12 @@ fn set_v1(path: &str, dir: &Path, frozen: bool) -> Result<(), CgroupError> {
     let want = if frozen { "FROZEN" } else { "THAWED" };
     let start = Instant::now();
     let mut round = 0u32;
+    let mut since_rethaw = 0u32;
     loop {
         // A freeze can stay in FREEZING (e.g. a task in vfork or D state); thawing and
         // freezing again now and then gets it going, as runc does.
-        if frozen && round > 0 && round % 50 == 0 {
+        if frozen && since_rethaw >= 50 {
+            since_rethaw = 0;
             fsutil::write(ctx, dir, "freezer.state", "THAWED")?;
         }
         fsutil::write(ctx, dir, "freezer.state", want)?;
@@ -49,6 +51,7 @@ fn set_v1(path: &str, dir: &Path, frozen: bool) -> Result<(), CgroupError> {
             return Err(timeout(path, "freezer", want, start));
         }
         round += 1;
+        since_rethaw += 1;
         std::thread::sleep(backoff(round));
     }
 }

@@ -127,13 +127,6 @@ impl Layout {
         }
     }
 
-    /// The v1 hierarchy holding `controller`, if mounted.
-    pub fn v1_for(&self, controller: &str) -> Option<&V1Hierarchy> {
-        self.v1
-            .iter()
-            .find(|h| h.controllers.iter().any(|c| c == controller))
-    }
-
     /// Every v1 controller mounted.
     pub fn v1_controllers(&self) -> BTreeSet<String> {
         self.v1

@@ -91,15 +91,25 @@ impl ContainerCgroup {
         // Refuse before touching anything.
         let plan = plan::check(&path, res, &env, Purpose::Create)?;
 
-        let dirs = layout.dirs(&path);
+        let mut dirs = layout.dirs(&path);
         let mut undo = Undo::new(&path);
+        let mut skipped = Vec::new();
         for (key, dir) in &dirs {
             let mountpoint = mountpoint_of(&layout, key);
             let ctx = Ctx {
                 path: &path,
                 controller: key,
             };
-            let created = fsutil::mkdir_tracked(ctx, &mountpoint, dir)?;
+            let optional = key == UNIFIED_KEY && mode == Mode::Hybrid && !plan.needs_unified();
+            let created = match fsutil::mkdir_tracked(ctx, &mountpoint, dir) {
+                Ok(c) => c,
+                Err(e) if optional => {
+                    tracing::warn!(cgroup = %path, "not using the hybrid cgroup2 hierarchy: {e}");
+                    skipped.push(key.clone());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let fresh = created.last() == Some(dir);
             undo.created
                 .extend(created.into_iter().map(|d| (key.clone(), d)));
@@ -114,6 +124,9 @@ impl ContainerCgroup {
                     });
                 }
             }
+        }
+        for key in skipped {
+            dirs.remove(&key);
         }
         if let Some((key, dir)) = dir_for(&dirs, "cpuset") {
             let mountpoint = mountpoint_of(&layout, key);
@@ -145,7 +158,7 @@ impl ContainerCgroup {
 
         undo.original = original_cgroups(pid);
         undo.pid = Some(pid);
-        cg.join(&layout, pid)?;
+        cg.join(pid)?;
         undo.disarm();
         tracing::info!(cgroup = %cg.path, pid, ?mode, "cgroup created");
         Ok(cg)
@@ -153,11 +166,10 @@ impl ContainerCgroup {
 
     /// Add another process (e.g. an exec'd one) to the cgroup.
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
-        let layout = Layout::current()?;
-        self.join(&layout, pid)
+        self.join(pid)
     }
 
-    fn join(&self, _layout: &Layout, pid: i32) -> Result<(), CgroupError> {
+    fn join(&self, pid: i32) -> Result<(), CgroupError> {
         let dirs = self.dirs();
         let mut order: Vec<(&String, &PathBuf)> = dirs.iter().collect();
         // blkio before memory for writeback accounting (as cgroups-rs), cgroup2 last.
@@ -226,6 +238,21 @@ impl ContainerCgroup {
             });
         };
         freeze::set(&self.path, freezer, frozen)
+    }
+
+    /// True when the cgroup is frozen (the container is paused). One read of the freezer
+    /// state; false when there is no freezer or the cgroup is gone.
+    pub fn is_frozen(&self) -> bool {
+        let dirs = self.dirs();
+        if let Some((_, dir)) = dir_for(&dirs, "freezer") {
+            return std::fs::read_to_string(dir.join("freezer.state"))
+                .map(|s| s.trim() == "FROZEN")
+                .unwrap_or(false);
+        }
+        dirs.get(UNIFIED_KEY)
+            .and_then(|d| std::fs::read_to_string(d.join("cgroup.freeze")).ok())
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false)
     }
 
     /// Signal every process in the cgroup (freezing it around the signal so no process

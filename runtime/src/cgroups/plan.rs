@@ -77,6 +77,15 @@ pub(crate) struct Plan {
     /// Controllers that must be enabled in the cgroup2 `cgroup.subtree_control` of every
     /// ancestor (hybrid: only those used there; v2: used ones must succeed).
     pub unified_needed: BTreeSet<String>,
+    /// `linux.resources.unified` has keys (written into the cgroup2 directory).
+    pub unified_keys: bool,
+}
+
+impl Plan {
+    /// Does the request need the cgroup2 hierarchy (hybrid hosts: hugetlb, unified keys)?
+    pub fn needs_unified(&self) -> bool {
+        self.unified_keys || !self.unified_needed.is_empty()
+    }
 }
 
 /// `(field, reason)` → the typed error for `path`.
@@ -325,6 +334,7 @@ pub(crate) fn check(
     Ok(Plan {
         devices,
         unified_needed: needed,
+        unified_keys: res.unified().as_ref().is_some_and(|m| !m.is_empty()),
     })
 }
 

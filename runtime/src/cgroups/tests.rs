@@ -98,12 +98,12 @@ fn layout_parses_hybrid() {
         l.unified.as_deref(),
         Some(Path::new("/sys/fs/cgroup/unified"))
     );
+    let dirs = l.dirs("/hull/abc");
     assert_eq!(
-        l.v1_for("memory").unwrap().mountpoint,
-        Path::new("/sys/fs/cgroup/memory"),
+        dir_for(&dirs, "memory").unwrap().1,
+        Path::new("/sys/fs/cgroup/memory/hull/abc"),
         "first mount of a hierarchy wins"
     );
-    let dirs = l.dirs("/hull/abc");
     assert_eq!(dirs["memory"], Path::new("/sys/fs/cgroup/memory/hull/abc"));
     assert_eq!(
         dirs["name=systemd"],
@@ -748,6 +748,13 @@ fn real_create_apply_signal_destroy() {
 
     let pids = cg.pids().unwrap();
     assert!(pids.contains(&fx.pid()), "{pids:?} lacks {}", fx.pid());
+    let membership = std::fs::read_to_string(format!("/proc/{}/cgroup", fx.pid())).unwrap();
+    let joined = membership.lines().filter(|l| l.ends_with(&fx.path)).count();
+    assert_eq!(
+        joined,
+        cg.dirs.len(),
+        "not in every hierarchy:\n{membership}"
+    );
 
     // update (hull update) changes a limit live.
     let upd = LinuxResourcesBuilder::default()
@@ -850,6 +857,7 @@ fn real_errors_leave_nothing_behind() {
         .unwrap();
     let err = ContainerCgroup::create(&fx.path, Some(&res), fx.pid()).unwrap_err();
     let msg = err.to_string();
+    eprintln!("expected error: {msg}");
     assert!(
         msg.contains("linux.resources.cpu") && msg.contains(&fx.path),
         "{msg}"

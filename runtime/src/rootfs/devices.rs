@@ -257,7 +257,8 @@ pub fn open_dev_null(flags: OFlag) -> Result<OwnedFd, RootfsError> {
 pub fn reopen_dev_null() -> Result<(), RootfsError> {
     let null = open_dev_null(OFlag::O_RDWR)?;
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    let stdio: [(BorrowedFd<'_>, fn(BorrowedFd<'_>) -> nix::Result<()>); 3] = [
+    type Dup = fn(BorrowedFd<'_>) -> nix::Result<()>;
+    let stdio: [(BorrowedFd<'_>, Dup); 3] = [
         (stdin.as_fd(), |fd| nix::unistd::dup2_stdin(fd)),
         (stdout.as_fd(), |fd| nix::unistd::dup2_stdout(fd)),
         (stderr.as_fd(), |fd| nix::unistd::dup2_stderr(fd)),

@@ -350,7 +350,7 @@ impl<'a> Ctx<'a> {
         let new = self.mount_fs(
             e,
             &dst,
-            Path::new("tmpfs"),
+            &self.fs_source(e),
             self.initial_flags(e),
             data.as_deref(),
         )?;

@@ -522,3 +522,99 @@ fn user_ns_devices_are_bind_mounted() {
         Ok(())
     }));
 }
+
+#[test]
+fn tmpcopyup_recursive_attrs_and_root_propagation() {
+    if skip_unless_root() {
+        return;
+    }
+    let b = bundle();
+    std::fs::write(b.rootfs.join("etc/passwd"), b"root:x:0:0::/:/bin/sh\n").expect("write");
+    std::fs::set_permissions(b.rootfs.join("etc"), std::fs::Permissions::from_mode(0o750))
+        .expect("chmod");
+    symlink("passwd", b.rootfs.join("etc/link")).expect("symlink");
+    std::fs::create_dir(b.rootfs.join("etc/sub")).expect("mkdir");
+    let s = spec(
+        r#"{"ociVersion":"1.0.2","mounts":[
+            {"destination":"/proc","type":"proc","source":"proc"},
+            {"destination":"/etc","type":"tmpfs","source":"tmpfs","options":["tmpcopyup","nosuid"]},
+            {"destination":"/data","type":"bind","source":"data","options":["rbind","rro"]}],
+            "linux":{"rootfsPropagation":"rshared"}}"#,
+    );
+    in_child(Box::new(move || {
+        let plan = RootfsPlan {
+            spec: &s,
+            rootfs: &b.rootfs,
+            bundle: &b.bundle,
+            no_pivot: false,
+            in_user_ns: false,
+        };
+        prepare(&plan).map_err(e2s)?;
+        enter(&plan).map_err(e2s)?;
+        finish(&plan).map_err(e2s)?;
+        let etc = mount_at(Path::new("/etc"))?;
+        ensure(etc.fs_type == "tmpfs", format!("/etc: {etc:?}"))?;
+        // The tmpfs took the covered directory's mode and its contents.
+        ensure(
+            etc.super_options.contains("mode=750"),
+            format!("/etc mode: {etc:?}"),
+        )?;
+        let passwd = std::fs::read("/etc/passwd").map_err(|e| e.to_string())?;
+        ensure(passwd.starts_with(b"root:"), "passwd not copied")?;
+        let link = std::fs::read_link("/etc/link").map_err(|e| e.to_string())?;
+        ensure(link == Path::new("passwd"), "symlink not copied")?;
+        ensure(Path::new("/etc/sub").is_dir(), "dir not copied")?;
+        ensure(
+            mount_at(Path::new("/data"))?.has_option("ro"),
+            "rro not applied",
+        )?;
+        let root = mount_at(Path::new("/"))?;
+        ensure(
+            root.optional.iter().any(|o| o.starts_with("shared:")),
+            format!("/ not shared: {root:?}"),
+        )?;
+        Ok(())
+    }));
+}
+
+#[test]
+fn cgroup_v1_with_cgroupns_mounts_hierarchies() {
+    if skip_unless_root() {
+        return;
+    }
+    let own = match mounts::own_cgroup_v1_dirs() {
+        Ok(d) if !d.is_empty() => d,
+        _ => {
+            println!("skipped: no cgroup v1 hierarchies on this host");
+            return;
+        }
+    };
+    let b = bundle();
+    let s = spec(
+        r#"{"ociVersion":"1.0.2","mounts":[
+            {"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["nosuid","noexec","nodev","ro"]}],
+            "linux":{"namespaces":[{"type":"mount"},{"type":"cgroup"}]}}"#,
+    );
+    in_child(Box::new(move || {
+        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare cgroupns: {e}"))?;
+        let plan = RootfsPlan {
+            spec: &s,
+            rootfs: &b.rootfs,
+            bundle: &b.bundle,
+            no_pivot: false,
+            in_user_ns: false,
+        };
+        prepare(&plan).map_err(e2s)?;
+        let cg = b.rootfs.join("sys/fs/cgroup");
+        for d in &own {
+            let m = mount_at(&cg.join(&d.name))?;
+            ensure(m.fs_type == "cgroup", format!("{m:?}"))?;
+            ensure(m.root == Path::new("/"), format!("not namespaced: {m:?}"))?;
+            ensure(
+                m.has_option("ro") && m.has_option("noexec"),
+                format!("flags: {m:?}"),
+            )?;
+        }
+        Ok(())
+    }));
+}

@@ -1,0 +1,83 @@
+//! The `hull-vmm` binary runs one VM from flags; measures its peak RSS.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+#[test]
+fn hull_vmm_runs_a_flat_guest_and_reports_boot_time() {
+    require_guest_env!();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "outb BOOT_TIMER, 123\n{}\noutb I8042_CMD, 0xfe\n1: jmp 1b\n",
+        common::print_str("hello from hull-vmm\n")
+    );
+    let bin = common::assemble(dir.path(), "hello", &body);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+        .arg("--kernel")
+        .arg(&bin)
+        .args(["--flat", "--mem", "32", "--timeout-ms", "20000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    // wait4 rather than Child::wait: it also gives this child's own rusage.
+    let mut status = 0;
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: valid out-pointers; the pid is our unwaited child.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, ru.as_mut_ptr()) };
+    assert_eq!(pid, child.id() as i32);
+    // SAFETY: wait4 succeeded and filled the struct.
+    let maxrss_kib = unsafe { ru.assume_init() }.ru_maxrss;
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{stderr}"
+    );
+    assert_eq!(stdout, "hello from hull-vmm\n");
+    assert!(stderr.contains("guest boot time"), "{stderr}");
+    assert!(stderr.contains("VM exited: Reset"), "{stderr}");
+    println!("measured: hull-vmm peak RSS {maxrss_kib} KiB (32 MiB guest); {stderr}");
+}
+
+#[test]
+fn hull_vmm_reports_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_kernel = dir.path().join("notes.txt");
+    std::fs::write(&not_kernel, "just text").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+        .arg("--kernel")
+        .arg(&not_kernel)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a kernel"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+        .arg("--kernel")
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+        .arg("--kernel")
+        .arg(&not_kernel)
+        .args(["--flat", "--mem", "4"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too small"));
+}
