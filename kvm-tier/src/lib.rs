@@ -8,6 +8,7 @@
 //! gap, and runs each vCPU on its own thread. [`Vm::wait`] returns the
 //! guest's [`ExitReason`].
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod acpi;
 pub mod boot;

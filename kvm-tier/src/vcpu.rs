@@ -261,7 +261,7 @@ impl Vcpu {
             Ok(VcpuExit::Shutdown) => Some(ExitReason::Shutdown),
             Ok(VcpuExit::SystemEvent(ty, _)) => Some(ExitReason::SystemEvent(ty)),
             Ok(VcpuExit::InternalError) => {
-                // SAFETY-free read of the union member KVM filled for this exit.
+                // The suberror tells emulation failures from other internal errors.
                 let sub = internal_suberror(&mut self.fd);
                 Some(ExitReason::VcpuError(format!(
                     "vCPU {index}: KVM internal error, suberror {sub} (emulation failure?)"

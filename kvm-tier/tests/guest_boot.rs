@@ -174,3 +174,71 @@ fn guest_finds_acpi_tables_through_the_zero_page() {
     let mut vm = Vm::start(&common::flat_config(&bin, &serial)).expect("VM starts");
     assert_eq!(vm.wait_timeout(TIMEOUT), Some(ExitReason::DebugExit(0x42)));
 }
+
+/// Wraps a flat 64-bit payload into a minimal bzImage: a boot sector with
+/// the setup header, one setup sector, then the "protected-mode kernel"
+/// whose 64-bit entry (offset 0x200) is the payload.
+fn synthetic_bzimage(payload: &[u8]) -> Vec<u8> {
+    let mut img = vec![0u8; 2 * 512];
+    img[0x1f1] = 1; // setup_sects
+    img[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    img[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // protocol 2.15
+    img[0x211] = 1; // loadflags: LOADED_HIGH
+    img[0x214..0x218].copy_from_slice(&0x100000u32.to_le_bytes()); // code32_start
+    img[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes()); // initrd_addr_max
+    let mut kernel = vec![0xf4u8; 0x200]; // 32-bit entry: never used
+    kernel.extend_from_slice(payload);
+    img.extend_from_slice(&kernel);
+    img
+}
+
+#[test]
+fn synthetic_bzimage_boots_through_the_64bit_entry() {
+    require_guest_env!();
+    let dir = tempfile::tempdir().unwrap();
+    // The zero page carries the kernel's own setup header (version 0x20f)
+    // with the loader type filled in.
+    let flat = common::assemble(
+        dir.path(),
+        "bz",
+        r#"
+        movzwl 0x206(%rsi), %eax
+        expect %eax, 0x20f, 1
+        movzbl 0x210(%rsi), %eax
+        expect %eax, 0xff, 2
+        mov 0x214(%rsi), %eax
+        expect %eax, 0x100000, 3
+        outb BOOT_TIMER, 123
+        outb I8042_CMD, 0xfe
+    1:  jmp 1b
+    "#,
+    );
+    let kernel = dir.path().join("bzImage");
+    std::fs::write(&kernel, synthetic_bzimage(&std::fs::read(&flat).unwrap())).unwrap();
+    let serial = dir.path().join("serial.log");
+    let mut cfg = hull_kvm::VmConfig::new(&kernel);
+    cfg.mem_mib = 32;
+    cfg.serial = hull_kvm::SerialOutput::File(serial);
+    assert_eq!(cfg.validate().unwrap(), hull_kvm::KernelKind::BzImage);
+    let mut vm = Vm::start(&cfg).expect("VM starts");
+    assert_eq!(vm.wait_timeout(TIMEOUT), Some(ExitReason::Reset));
+    assert!(vm.boot_time().is_some());
+}
+
+#[test]
+fn old_bzimage_protocol_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut img = synthetic_bzimage(&[0xf4]);
+    img[0x206..0x208].copy_from_slice(&0x0206u16.to_le_bytes());
+    let kernel = dir.path().join("bzImage-old");
+    std::fs::write(&kernel, img).unwrap();
+    let mut cfg = hull_kvm::VmConfig::new(&kernel);
+    cfg.serial = hull_kvm::SerialOutput::Sink;
+    if !std::path::Path::new("/dev/kvm").exists() {
+        println!("skipped: /dev/kvm is missing");
+        return;
+    }
+    let err = Vm::start(&cfg).unwrap_err();
+    assert!(err.to_string().contains("too old"), "{err}");
+}

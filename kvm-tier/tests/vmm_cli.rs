@@ -14,6 +14,8 @@ fn hull_vmm_runs_a_flat_guest_and_reports_boot_time() {
         common::print_str("hello from hull-vmm\n")
     );
     let bin = common::assemble(dir.path(), "hello", &body);
+    // Reaped with wait4 below (which also returns the child's own rusage).
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
         .arg("--kernel")
         .arg(&bin)

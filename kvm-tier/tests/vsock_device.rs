@@ -424,3 +424,19 @@ fn corrupt_avail_index_does_not_panic() {
     }
     assert_eq!(h.used(&h.tx).0, 0);
 }
+
+#[test]
+fn request_flood_without_rx_buffers_is_bounded() {
+    use hull_kvm::devices::virtio::vsock::muxer::MAX_PENDING_CONTROL;
+    use hull_kvm::devices::virtio::vsock::packet::Packet;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Muxer::new(GUEST_CID, dir.path().join("v.sock")).unwrap();
+    // Requests to a port nobody listens on each earn a reset.
+    for port in 0..(MAX_PENDING_CONTROL as u32 + 100) {
+        m.handle_guest_packet(Packet {
+            hdr: guest_hdr(op::REQUEST, port, 1, 0),
+            data: vec![],
+        });
+    }
+    assert_eq!(m.pending_control(), MAX_PENDING_CONTROL);
+}

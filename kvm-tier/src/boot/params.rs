@@ -50,8 +50,10 @@ pub fn write_zero_page(
     initrd: Option<(GuestAddress, u64)>,
     rsdp: Option<GuestAddress>,
 ) -> Result<(), BootError> {
-    let mut params = boot_params::default();
-    params.acpi_rsdp_addr = rsdp.map_or(0, |a| a.raw_value());
+    let mut params = boot_params {
+        acpi_rsdp_addr: rsdp.map_or(0, |a| a.raw_value()),
+        ..Default::default()
+    };
     if let Some(h) = header {
         params.hdr = h;
     }

@@ -13,7 +13,7 @@ pub fn skip_reason() -> Option<String> {
     if let Err(e) = hull_kvm::kvm_available() {
         return Some(e);
     }
-    for tool in ["as", "objcopy"] {
+    for tool in ["as", "objcopy", "ld"] {
         let ok = Command::new(tool)
             .arg("--version")
             .output()
@@ -110,6 +110,31 @@ pub fn assemble(dir: &Path, name: &str, body: &str) -> PathBuf {
     bin
 }
 
+/// Assembles `source` as is (no prelude) and links it into an x86-64 ELF
+/// executable with `.text` at `text_addr`, entry `_start`.
+pub fn assemble_elf(dir: &Path, name: &str, source: &str, text_addr: u64) -> PathBuf {
+    let src = dir.join(format!("{name}.s"));
+    let obj = dir.join(format!("{name}.o"));
+    let elf = dir.join(format!("{name}.elf"));
+    std::fs::write(&src, source).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("as").args(["--64", "-o"]).arg(&obj).arg(&src));
+    run(Command::new("ld")
+        .args(["-m", "elf_x86_64", "-e", "_start"])
+        .arg(format!("-Ttext={text_addr:#x}"))
+        .arg("-o")
+        .arg(&elf)
+        .arg(&obj));
+    elf
+}
+
 /// A configuration running `payload` as a flat 64-bit guest.
 pub fn flat_config(payload: &Path, serial: &Path) -> hull_kvm::VmConfig {
     let mut cfg = hull_kvm::VmConfig::new(payload);
@@ -122,7 +147,7 @@ pub fn flat_config(payload: &Path, serial: &Path) -> hull_kvm::VmConfig {
 /// Builds an uncompressed newc cpio archive from (path, mode, contents).
 pub fn cpio_newc(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
     fn pad4(out: &mut Vec<u8>) {
-        while out.len() % 4 != 0 {
+        while out.len() & 3 != 0 {
             out.push(0);
         }
     }

@@ -24,6 +24,9 @@ const MAX_HANDSHAKE: usize = 32;
 const FIRST_HOST_PORT: u32 = 1 << 30;
 /// Most concurrent connections.
 const MAX_CONNS: usize = 1024;
+/// Most control packets waiting for guest receive buffers: a guest that
+/// floods requests without reading replies cannot grow VMM memory.
+pub const MAX_PENDING_CONTROL: usize = 4096;
 
 /// A connection's identity: the host-side port and the guest-side port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,6 +157,11 @@ impl Muxer {
         })
     }
 
+    /// Number of control packets waiting for the guest.
+    pub fn pending_control(&self) -> usize {
+        self.control.len()
+    }
+
     /// Number of open connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
@@ -177,6 +185,13 @@ impl Muxer {
     fn queue_control(&mut self, key: ConnKey, op: u16, flags: u32) {
         let mut hdr = self.header(key, op);
         hdr.flags = flags;
+        if self.control.len() >= MAX_PENDING_CONTROL {
+            tracing::warn!(
+                op,
+                "vsock control queue full; guest is not reading, packet dropped"
+            );
+            return;
+        }
         if let Some(c) = self.conns.get_mut(&key) {
             c.fwd_cnt_sent = c.fwd_cnt;
         }
