@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use oci_spec::runtime::{Capability, LinuxResources, Process};
+
 use crate::container::{ContainerState, CreateOptions, Error, Runtime};
+use crate::exec::ExecOptions;
 use crate::logging::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -70,8 +73,104 @@ impl CreateArgs {
             no_pivot: self.no_pivot,
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
+            stdio: None,
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// A process.json with the whole process to run (other process flags are ignored).
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Return once the process is started.
+    #[arg(short, long)]
+    detach: bool,
+    /// Write the process's pid to this file.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// AF_UNIX socket that receives the pty master when a terminal is allocated.
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Working directory in the container.
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Set an environment variable (NAME=value); repeatable.
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// uid[:gid] to run as.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// An additional group id; repeatable.
+    #[arg(short = 'g', long)]
+    additional_gids: Vec<u32>,
+    /// Add a capability (e.g. CAP_NET_ADMIN); repeatable.
+    #[arg(short, long)]
+    cap: Vec<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long)]
+    no_new_privs: bool,
+    /// AppArmor profile for the process.
+    #[arg(long)]
+    apparmor: Option<String>,
+    /// SELinux label for the process.
+    #[arg(long)]
+    process_label: Option<String>,
+    /// Pass this many extra descriptors (from 3 on) to the process.
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+    /// Container id.
+    id: String,
+    /// The command and its arguments (when --process is not given).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpdateArgs {
+    /// LinuxResources JSON from this file, or `-` for stdin.
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Memory limit (bytes, or with a k/m/g suffix; -1 for unlimited).
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<i64>,
+    /// Memory soft limit.
+    #[arg(long, value_parser = parse_bytes)]
+    memory_reservation: Option<i64>,
+    /// Memory plus swap limit.
+    #[arg(long, value_parser = parse_bytes)]
+    memory_swap: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    /// CPU CFS quota in microseconds (-1 for none).
+    #[arg(long)]
+    cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// CPU realtime period in microseconds.
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime in microseconds.
+    #[arg(long)]
+    cpu_rt_runtime: Option<i64>,
+    /// CPUs the container may use (e.g. 0-1).
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1 or 0 for no limit).
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Block I/O weight (10-1000).
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +189,24 @@ enum Command {
         /// Do not delete the container after it exits.
         #[arg(long)]
         keep: bool,
+    },
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// Change the resource limits of a running container.
+    Update(UpdateArgs),
+    /// Print the container's stats (and OOM events) as JSON lines.
+    Events {
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events (e.g. 5s, 500ms, 1m).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        id: String,
     },
     /// Print the state of a container as JSON.
     State { id: String },
@@ -184,6 +301,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         root: cli.root.clone(),
         systemd_cgroup: cli.systemd_cgroup,
         rootless,
+        init_binary: None,
     };
     let mut out = std::io::stdout().lock();
     let wr = |e: std::io::Error| Error::Io {
@@ -200,6 +318,29 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             detach,
             keep,
         } => return rt.run(&create.id, &create.options(), *detach, *keep),
+        Command::Exec(args) => {
+            let base = rt.state_config(&args.id)?.process().clone();
+            let process = exec_process(args, base)?;
+            return rt.exec(
+                &args.id,
+                &ExecOptions {
+                    process,
+                    detach: args.detach,
+                    pid_file: args.pid_file.clone(),
+                    console_socket: args.console_socket.clone(),
+                    preserve_fds: args.preserve_fds,
+                    stdio: None,
+                },
+            );
+        }
+        Command::Pause { id } => rt.pause(id)?,
+        Command::Resume { id } => rt.resume(id)?,
+        Command::Update(args) => rt.update(&args.id, &update_resources(args)?)?,
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => rt.events(id, *stats, *interval, &mut out)?,
         Command::State { id } => {
             let st = rt.state(id)?;
             writeln!(out, "{}", to_pretty_json(&st)).map_err(wr)?;
@@ -245,6 +386,219 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         }
     }
     Ok(0)
+}
+
+/// The process `exec` runs: a process.json as is, or the container's own process with
+/// the command and the flags laid over it (runc's rules).
+fn exec_process(args: &ExecArgs, base: Option<Process>) -> Result<Process, Error> {
+    if let Some(path) = &args.process {
+        let data = std::fs::read(path).map_err(|e| Error::Io {
+            what: format!("--process {path:?}"),
+            source: e,
+        })?;
+        return serde_json::from_slice(&data)
+            .map_err(|e| Error::Usage(format!("--process {path:?}: {e}")));
+    }
+    if args.command.is_empty() {
+        return Err(Error::Usage(
+            "exec: give a command after the container id, or --process".into(),
+        ));
+    }
+    let mut p = base.unwrap_or_default();
+    p.set_args(Some(args.command.clone()));
+    p.set_terminal(Some(args.tty));
+    if let Some(cwd) = &args.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    if !args.env.is_empty() {
+        let mut env = p.env().clone().unwrap_or_default();
+        for kv in &args.env {
+            let name = kv.split('=').next().unwrap_or_default();
+            if name.is_empty() || !kv.contains('=') {
+                return Err(Error::Usage(format!("--env {kv:?} is not NAME=value")));
+            }
+            env.retain(|e| e.split('=').next() != Some(name));
+            env.push(kv.clone());
+        }
+        p.set_env(Some(env));
+    }
+    let mut user = p.user().clone();
+    if let Some(spec) = &args.user {
+        let mut parts = spec.splitn(2, ':');
+        let parse = |s: Option<&str>| -> Result<Option<u32>, Error> {
+            s.map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| Error::Usage(format!("--user {spec:?}: expected uid[:gid]")))
+            })
+            .transpose()
+        };
+        if let Some(uid) = parse(parts.next())? {
+            user.set_uid(uid);
+        }
+        if let Some(gid) = parse(parts.next())? {
+            user.set_gid(gid);
+        }
+    }
+    if !args.additional_gids.is_empty() {
+        user.set_additional_gids(Some(args.additional_gids.clone()));
+    }
+    p.set_user(user);
+    if !args.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &args.cap {
+            let cap: Capability =
+                serde_json::from_value(serde_json::Value::String(if name.starts_with("CAP_") {
+                    name.clone()
+                } else {
+                    format!("CAP_{name}")
+                }))
+                .map_err(|_| Error::Usage(format!("--cap {name:?}: unknown capability")))?;
+            let with = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(cap);
+                Some(set)
+            };
+            let (b, e, p) = (
+                with(caps.bounding()),
+                with(caps.effective()),
+                with(caps.permitted()),
+            );
+            caps.set_bounding(b).set_effective(e).set_permitted(p);
+        }
+        p.set_capabilities(Some(caps));
+    }
+    if args.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if let Some(profile) = &args.apparmor {
+        p.set_apparmor_profile(Some(profile.clone()));
+    }
+    if let Some(label) = &args.process_label {
+        p.set_selinux_label(Some(label.clone()));
+    }
+    Ok(p)
+}
+
+/// The resources `update` applies: the JSON document (file or stdin) with the flags laid
+/// over it.
+fn update_resources(args: &UpdateArgs) -> Result<LinuxResources, Error> {
+    use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids};
+    let mut r: LinuxResources = match &args.resources {
+        None => LinuxResources::default(),
+        Some(path) => {
+            let mut data = Vec::new();
+            let what = format!("--resources {path:?}");
+            let read = if path.as_os_str() == "-" {
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut data)
+            } else {
+                std::fs::File::open(path)
+                    .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
+            };
+            read.map_err(|e| Error::Io {
+                what: what.clone(),
+                source: e,
+            })?;
+            serde_json::from_slice(&data).map_err(|e| Error::Usage(format!("{what}: {e}")))?
+        }
+    };
+    if args.memory.is_some() || args.memory_reservation.is_some() || args.memory_swap.is_some() {
+        let mut m: LinuxMemory = (*r.memory()).unwrap_or_default();
+        if let Some(v) = args.memory {
+            m.set_limit(Some(v));
+        }
+        if let Some(v) = args.memory_reservation {
+            m.set_reservation(Some(v));
+        }
+        if let Some(v) = args.memory_swap {
+            m.set_swap(Some(v));
+        }
+        r.set_memory(Some(m));
+    }
+    let cpu_flags = args.cpu_shares.is_some()
+        || args.cpu_quota.is_some()
+        || args.cpu_period.is_some()
+        || args.cpu_rt_period.is_some()
+        || args.cpu_rt_runtime.is_some()
+        || args.cpuset_cpus.is_some()
+        || args.cpuset_mems.is_some();
+    if cpu_flags {
+        let mut c: LinuxCpu = r.cpu().clone().unwrap_or_default();
+        if let Some(v) = args.cpu_shares {
+            c.set_shares(Some(v));
+        }
+        if let Some(v) = args.cpu_quota {
+            c.set_quota(Some(v));
+        }
+        if let Some(v) = args.cpu_period {
+            c.set_period(Some(v));
+        }
+        if let Some(v) = args.cpu_rt_period {
+            c.set_realtime_period(Some(v));
+        }
+        if let Some(v) = args.cpu_rt_runtime {
+            c.set_realtime_runtime(Some(v));
+        }
+        if let Some(v) = &args.cpuset_cpus {
+            c.set_cpus(Some(v.clone()));
+        }
+        if let Some(v) = &args.cpuset_mems {
+            c.set_mems(Some(v.clone()));
+        }
+        r.set_cpu(Some(c));
+    }
+    if let Some(v) = args.pids_limit {
+        let mut p = LinuxPids::default();
+        p.set_limit(v);
+        r.set_pids(Some(p));
+    }
+    if let Some(v) = args.blkio_weight {
+        let mut b: LinuxBlockIo = r.block_io().clone().unwrap_or_default();
+        b.set_weight(Some(v));
+        r.set_block_io(Some(b));
+    }
+    Ok(r)
+}
+
+/// A byte count: digits with an optional k/m/g/t suffix (powers of 1024), or -1.
+fn parse_bytes(s: &str) -> Result<i64, String> {
+    if s == "-1" {
+        return Ok(-1);
+    }
+    let lower = s.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let (digits, shift) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 10),
+        Some('m') => (&lower[..lower.len() - 1], 20),
+        Some('g') => (&lower[..lower.len() - 1], 30),
+        Some('t') => (&lower[..lower.len() - 1], 40),
+        _ => (lower, 0),
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 512m, 1g, 1048576)"))?;
+    n.checked_mul(1i64 << shift)
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+/// A duration: a number with a unit ms, s, m or h (e.g. 5s, 500ms).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 5s, 500ms, 1m)");
+    let (num, mult_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        return Err(bad());
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    Ok(std::time::Duration::from_millis(
+        n.checked_mul(mult_ms).ok_or_else(bad)?,
+    ))
 }
 
 fn to_pretty_json<T: serde::Serialize>(v: &T) -> String {
@@ -376,6 +730,45 @@ mod tests {
         assert!(matches!(cli.command, Command::Delete { force: true, .. }));
         let cli = Cli::try_parse_from(["hull", "ps", "--format", "json", "c1"]).unwrap();
         assert!(matches!(cli.command, Command::Ps { ref format, .. } if format == "json"));
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("-1"), Ok(-1));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999t").is_err());
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("5s"), Ok(std::time::Duration::from_secs(5)));
+        assert!(parse_duration("5").is_err());
+    }
+
+    #[test]
+    fn update_flags_build_resources() {
+        let cli = Cli::try_parse_from([
+            "hull",
+            "update",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "20",
+            "--cpu-quota",
+            "50000",
+            "c1",
+        ])
+        .unwrap();
+        let Command::Update(args) = cli.command else {
+            panic!("not update")
+        };
+        let r = update_resources(&args).unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 20);
+        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(50000));
     }
 
     #[test]

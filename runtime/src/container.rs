@@ -16,7 +16,7 @@ use crate::cgroups::{CgroupError, ContainerCgroup};
 use crate::hooks::{self, HookError};
 use crate::init::INIT_FD_ENV;
 use crate::namespaces::{self, ChildNamespaceGuard, NamespaceError, NamespacePlan};
-use crate::state::{self, ContainerDir, SavedState, StateError};
+use crate::state::{self, ContainerDir, HookKind, SavedState, StateError};
 use crate::sync::{self, FromInit, InitPlan, SyncError, ToInit};
 use crate::terminal::{self, TerminalError};
 
@@ -62,12 +62,12 @@ pub enum Error {
     },
 }
 
-fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
+pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
     let what = what.into();
     move |source| Error::Sys { what, source }
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }
 }
@@ -116,6 +116,10 @@ pub struct Runtime {
     pub root: PathBuf,
     pub systemd_cgroup: bool,
     pub rootless: bool,
+    /// The binary exec'd as `<binary> init` to become the container's init. None means
+    /// `/proc/self/exe`: the program using the library must then hand argv `init` to
+    /// [`crate::init::run`] first thing in `main`, as the `hull` binary does.
+    pub init_binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -126,6 +130,9 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: i32,
+    /// The container's stdin, stdout and stderr (e.g. a shim's FIFOs); None gives it the
+    /// caller's own fds 0-2. The caller keeps them open during the call.
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 /// A container `create` made, with what `run` needs to go on.
@@ -214,20 +221,22 @@ impl Runtime {
             }
             Console::None => None,
         };
-        let exec = InitExec::new(init_fd.as_raw_fd())?;
+        let exec = InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?;
         let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
             .chain(console_child_fd.as_ref().map(|f| f.as_raw_fd()))
             .collect();
+        let stdio = stdio_above(opts.stdio, min_fd)?;
 
         let pid = {
             let _ns =
                 ChildNamespaceGuard::enter(&ns_plan, namespaces::time_offsets(spec).as_deref())?;
-            spawn_init(
-                ns_plan.clone_flags.bits(),
-                &exec,
-                &child_fds,
-                ns_plan.new_user.then_some(init_fd.as_raw_fd()),
-            )?
+            spawn_init(&ChildSetup {
+                flags: ns_plan.clone_flags.bits(),
+                exec: &exec,
+                keep_fds: &child_fds,
+                stdio: stdio_raw(&stdio),
+                wait_for_maps_on: ns_plan.new_user.then_some(init_fd.as_raw_fd()),
+            })?
         };
         guard.pid = Some(pid);
         drop(init_fd);
@@ -250,16 +259,7 @@ impl Runtime {
             annotations: spec.annotations().clone().unwrap_or_default(),
             ready: false,
             cgroup: Some(ContainerCgroup::load(&cgroup_path)?),
-            poststart_hooks: spec
-                .hooks()
-                .as_ref()
-                .and_then(|h| h.poststart().clone())
-                .unwrap_or_default(),
-            poststop_hooks: spec
-                .hooks()
-                .as_ref()
-                .and_then(|h| h.poststop().clone())
-                .unwrap_or_default(),
+            config: spec.clone(),
         };
         // Saved before the cgroup exists, so `delete --force` finds it after a crash.
         dir.save(&saved)?;
@@ -342,7 +342,7 @@ impl Runtime {
         release_fifo(&dir.fifo_path(), &saved)?;
         run_hooks_warning(
             "poststart",
-            &saved.poststart_hooks,
+            saved.hooks(HookKind::Poststart),
             &hook_state(&saved, Status::Running),
         );
         Ok(())
@@ -354,6 +354,13 @@ impl Runtime {
         let saved = load_state(&dir)?;
         // runc leaves `owner` empty in `state` and fills it in `list`.
         Ok(public_state(&dir, &saved, String::new()))
+    }
+
+    /// The config a container was created from, as saved in its state.
+    pub fn state_config(&self, id: &str) -> Result<hull_specs::Spec, Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        Ok(load_state(&dir)?.config)
     }
 
     pub fn list(&self) -> Result<Vec<ContainerState>, Error> {
@@ -426,10 +433,80 @@ impl Runtime {
         }
         run_hooks_warning(
             "poststop",
-            &saved.poststop_hooks,
+            saved.hooks(HookKind::Poststop),
             &hook_state(&saved, Status::Stopped),
         );
         dir.remove()?;
+        Ok(())
+    }
+
+    /// `pause`: freeze every process of a running container.
+    pub fn pause(&self, id: &str) -> Result<(), Error> {
+        self.set_frozen(id, true)
+    }
+
+    /// `resume`: thaw a paused container.
+    pub fn resume(&self, id: &str) -> Result<(), Error> {
+        self.set_frozen(id, false)
+    }
+
+    fn set_frozen(&self, id: &str, frozen: bool) -> Result<(), Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        let status = status_of(&dir, &saved);
+        let (op, want) = if frozen {
+            ("pause", Status::Running)
+        } else {
+            ("resume", Status::Paused)
+        };
+        if status == Status::Stopped {
+            return Err(Error::NotRunning);
+        }
+        if status != want {
+            return Err(Error::WrongStatus {
+                op,
+                id: id.to_string(),
+                status,
+            });
+        }
+        let cg = saved.cgroup.as_ref().ok_or_else(|| {
+            Error::Usage(format!("cannot {op} container \"{id}\": it has no cgroup"))
+        })?;
+        Ok(cg.set_frozen(frozen)?)
+    }
+
+    /// `update`: apply new resource limits to a live container and remember them.
+    pub fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let mut saved = load_state(&dir)?;
+        if status_of(&dir, &saved) == Status::Stopped {
+            return Err(Error::NotRunning);
+        }
+        let cg = saved.cgroup.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "cannot update container \"{id}\": it has no cgroup"
+            ))
+        })?;
+        cg.update(resources)?;
+        let merged = merge_resources(
+            saved
+                .config
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().clone())
+                .unwrap_or_default(),
+            resources,
+        );
+        let mut linux = saved.config.linux().clone().unwrap_or_default();
+        linux.set_resources(Some(merged));
+        saved.config.set_linux(Some(linux));
+        dir.save(&saved)?;
         Ok(())
     }
 
@@ -473,6 +550,32 @@ impl Runtime {
     }
 }
 
+/// `current` with every section `update` sets replaced (devices are not updated, as runc).
+fn merge_resources(
+    mut current: oci_spec::runtime::LinuxResources,
+    update: &oci_spec::runtime::LinuxResources,
+) -> oci_spec::runtime::LinuxResources {
+    if let Some(m) = update.memory() {
+        current.set_memory(Some(*m));
+    }
+    if let Some(c) = update.cpu() {
+        current.set_cpu(Some(c.clone()));
+    }
+    if let Some(p) = update.pids() {
+        current.set_pids(Some(*p));
+    }
+    if let Some(b) = update.block_io() {
+        current.set_block_io(Some(b.clone()));
+    }
+    if let Some(h) = update.hugepage_limits() {
+        current.set_hugepage_limits(Some(h.clone()));
+    }
+    if let Some(u) = update.unified() {
+        current.set_unified(Some(u.clone()));
+    }
+    current
+}
+
 /// `linux.resources`, with the device nodes of `linux.devices` allowed, as runc does.
 fn cgroup_resources(spec: &hull_specs::Spec) -> Option<oci_spec::runtime::LinuxResources> {
     let linux = spec.linux().as_ref()?;
@@ -486,7 +589,7 @@ fn cgroup_resources(spec: &hull_specs::Spec) -> Option<oci_spec::runtime::LinuxR
     resources
 }
 
-fn load_state(dir: &ContainerDir) -> Result<SavedState, Error> {
+pub(crate) fn load_state(dir: &ContainerDir) -> Result<SavedState, Error> {
     dir.load()?
         .ok_or_else(|| Error::State(StateError::NotExist(dir.id.clone())))
 }
@@ -625,7 +728,7 @@ fn make_fifo(path: &Path) -> Result<(), Error> {
 }
 
 /// A `CLOEXEC` duplicate of `fd` numbered at least `min` (clear of `--preserve-fds`).
-fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: i32) -> Result<OwnedFd, Error> {
+pub(crate) fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: i32) -> Result<OwnedFd, Error> {
     let raw =
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min)).map_err(sys("dup"))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
@@ -689,7 +792,7 @@ impl Drop for CreateGuard {
 }
 
 /// " (exit status N)" for a child that is gone, for error messages.
-fn reap_status(pid: Pid) -> String {
+pub(crate) fn reap_status(pid: Pid) -> String {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::Exited(_, code)) => format!(" (exit status {code})"),
@@ -738,7 +841,7 @@ fn user_name(uid: u32) -> String {
 }
 
 /// execve arguments for `hull init`, built before the clone so the child allocates nothing.
-struct InitExec {
+pub(crate) struct InitExec {
     path: CString,
     _argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -747,9 +850,15 @@ struct InitExec {
 }
 
 impl InitExec {
-    fn new(init_fd: RawFd) -> Result<Self, Error> {
-        let bad = |_| Error::Usage("environment contains a NUL byte".into());
-        let path = CString::new("/proc/self/exe").map_err(bad)?;
+    pub(crate) fn new(binary: Option<&Path>, init_fd: RawFd) -> Result<Self, Error> {
+        let bad = |_| Error::Usage("init binary path or environment contains a NUL byte".into());
+        let path = CString::new(
+            binary
+                .unwrap_or(Path::new("/proc/self/exe"))
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .map_err(bad)?;
         let argv = vec![
             CString::new("hull").map_err(bad)?,
             CString::new("init").map_err(bad)?,
@@ -780,23 +889,34 @@ impl InitExec {
     }
 }
 
-/// clone(2) the container's init with `flags` and exec `hull init` in it.
+/// What the child of [`spawn_init`] does between `clone` and `execve`.
+pub(crate) struct ChildSetup<'a> {
+    /// `CLONE_NEW*` flags for the clone.
+    pub flags: libc::c_int,
+    pub exec: &'a InitExec,
+    /// Descriptors the child keeps across exec (sync socket, console socket).
+    pub keep_fds: &'a [RawFd],
+    /// Descriptors (all above 2) that become the child's stdin, stdout and stderr; None
+    /// keeps the caller's own.
+    pub stdio: Option<[RawFd; 3]>,
+    /// Wait for one byte here (the id maps are written), then become root of the new
+    /// user namespace.
+    pub wait_for_maps_on: Option<RawFd>,
+}
+
+/// clone(2) the container's init and exec `hull init` in it.
 ///
 /// The child runs only async-signal-safe system calls until execve: set the parent-death
 /// signal (so a killed `create` takes init with it), wait for the id maps when it is in a
-/// new user namespace and become its root, make the inherited descriptors survive exec.
-fn spawn_init(
-    flags: libc::c_int,
-    exec: &InitExec,
-    child_fds: &[RawFd],
-    wait_for_maps_on: Option<RawFd>,
-) -> Result<Pid, Error> {
+/// new user namespace and become its root, install its stdio, make the inherited
+/// descriptors survive exec.
+pub(crate) fn spawn_init(setup: &ChildSetup<'_>) -> Result<Pid, Error> {
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of our
     // address space and runs `child_after_clone`, which never returns.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
+            (setup.flags | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -808,16 +928,16 @@ fn spawn_init(
             what: "clone of container init".into(),
             source: nix::Error::last(),
         }),
-        0 => child_after_clone(exec, child_fds, wait_for_maps_on),
+        0 => child_after_clone(setup),
         pid => Ok(Pid::from_raw(pid as i32)),
     }
 }
 
-fn child_after_clone(exec: &InitExec, child_fds: &[RawFd], wait_for_maps_on: Option<RawFd>) -> ! {
+fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
     // SAFETY: only async-signal-safe system calls on memory prepared before the clone.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if let Some(fd) = wait_for_maps_on {
+        if let Some(fd) = setup.wait_for_maps_on {
             let mut b = 0u8;
             if libc::read(fd, (&mut b as *mut u8).cast(), 1) != 1 {
                 libc::_exit(1);
@@ -828,14 +948,42 @@ fn child_after_clone(exec: &InitExec, child_fds: &[RawFd], wait_for_maps_on: Opt
                 libc::_exit(1);
             }
         }
-        for &fd in child_fds {
+        if let Some(stdio) = setup.stdio {
+            for (target, fd) in stdio.into_iter().enumerate() {
+                if libc::dup2(fd, target as libc::c_int) < 0 {
+                    libc::_exit(1);
+                }
+            }
+        }
+        for &fd in setup.keep_fds {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
         libc::execve(
-            exec.path.as_ptr(),
-            exec.argv_ptrs.as_ptr(),
-            exec.envp_ptrs.as_ptr(),
+            setup.exec.path.as_ptr(),
+            setup.exec.argv_ptrs.as_ptr(),
+            setup.exec.envp_ptrs.as_ptr(),
         );
         libc::_exit(127)
     }
+}
+
+/// Duplicates of the caller-given stdio descriptors numbered at least `min`, so the child's
+/// dup2 onto 0-2 can never overwrite one it still needs.
+pub(crate) fn stdio_above(
+    stdio: Option<[RawFd; 3]>,
+    min: i32,
+) -> Result<Option<[OwnedFd; 3]>, Error> {
+    let Some(fds) = stdio else {
+        return Ok(None);
+    };
+    let dup = |fd: RawFd| {
+        // SAFETY: the caller guarantees the descriptor stays open during the call.
+        dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, min)
+    };
+    Ok(Some([dup(fds[0])?, dup(fds[1])?, dup(fds[2])?]))
+}
+
+pub(crate) fn stdio_raw(fds: &Option<[OwnedFd; 3]>) -> Option<[RawFd; 3]> {
+    fds.as_ref()
+        .map(|f| [f[0].as_raw_fd(), f[1].as_raw_fd(), f[2].as_raw_fd()])
 }

@@ -55,12 +55,12 @@ pub enum InitError {
     Invalid(String),
 }
 
-fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> InitError {
+pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> InitError {
     let what = what.into();
     move |source| InitError::Sys { what, source }
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
     let what = what.into();
     move |source| InitError::Io { what, source }
 }
@@ -89,13 +89,14 @@ pub fn run() -> ! {
     std::process::exit(1);
 }
 
-enum Never {}
+pub(crate) enum Never {}
 
 fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
     // A new session: detached from hull's terminal and process group, as runc's init.
     nix::unistd::setsid().map_err(sys("setsid"))?;
     let plan = match sync::recv::<ToInit>(sock)? {
         ToInit::Plan(p) => *p,
+        ToInit::Exec(p) => return crate::exec::run_in_container(sock, *p),
         other => {
             return Err(sync::SyncError::Unexpected {
                 expected: "Plan",
@@ -205,7 +206,7 @@ fn enter_namespaces(plan: &InitPlan) -> Result<(), InitError> {
     Ok(())
 }
 
-fn become_root_in_user_ns() -> Result<(), InitError> {
+pub(crate) fn become_root_in_user_ns() -> Result<(), InitError> {
     nix::unistd::setresgid(0.into(), 0.into(), 0.into())
         .map_err(sys("setresgid(0) in the user namespace (is 0 mapped?)"))?;
     nix::unistd::setresuid(0.into(), 0.into(), 0.into())
@@ -265,7 +266,7 @@ fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
 
 /// Allocate the container's pty, send its master to the console socket and make the slave
 /// init's controlling terminal and stdio.
-fn setup_console(console_fd: Option<i32>) -> Result<(), InitError> {
+pub(crate) fn setup_console(console_fd: Option<i32>) -> Result<(), InitError> {
     let fd = console_fd.ok_or_else(|| {
         InitError::Invalid("process.terminal is set but no console socket was given".into())
     })?;
@@ -283,7 +284,7 @@ fn setup_console(console_fd: Option<i32>) -> Result<(), InitError> {
 }
 
 /// `process.env`, plus `HOME` from the container's /etc/passwd when it is not set.
-fn container_env(process: &oci_spec::runtime::Process) -> Vec<String> {
+pub(crate) fn container_env(process: &oci_spec::runtime::Process) -> Vec<String> {
     let mut env = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let home =
@@ -316,7 +317,7 @@ fn wait_for_start(fifo: &File) -> Result<(), InitError> {
 }
 
 /// Every descriptor from `first` up is closed by the coming execve.
-fn close_fds_on_exec(first: i32) -> Result<(), InitError> {
+pub(crate) fn close_fds_on_exec(first: i32) -> Result<(), InitError> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags of this process.
     let rc = unsafe {
@@ -336,19 +337,19 @@ fn close_fds_on_exec(first: i32) -> Result<(), InitError> {
     Ok(())
 }
 
-fn drop_sync_socket(sock: &UnixStream) {
+pub(crate) fn drop_sync_socket(sock: &UnixStream) {
     let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
 /// The user process's execve arguments, built before anything can go wrong at exec time.
-struct ExecArgs {
+pub(crate) struct ExecArgs {
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
 }
 
 impl ExecArgs {
-    fn new(exe: &Path, args: &[String], env: &[String]) -> Result<Self, InitError> {
+    pub(crate) fn new(exe: &Path, args: &[String], env: &[String]) -> Result<Self, InitError> {
         let c = |s: &str, what: &str| {
             CString::new(s).map_err(|_| InitError::Invalid(format!("{what} contains a NUL byte")))
         };
@@ -365,7 +366,7 @@ impl ExecArgs {
         })
     }
 
-    fn exec(&self) -> InitError {
+    pub(crate) fn exec(&self) -> InitError {
         let Err(err) = nix::unistd::execve(&self.path, &self.argv, &self.envp);
         InitError::Sys {
             what: format!("exec {:?}", self.path),

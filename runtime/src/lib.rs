@@ -7,6 +7,8 @@
 pub mod cgroups;
 pub mod cli;
 pub mod container;
+pub mod events;
+pub mod exec;
 pub mod hooks;
 pub mod init;
 pub mod logging;

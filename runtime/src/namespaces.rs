@@ -263,11 +263,7 @@ impl ChildNamespaceGuard {
     /// Enter the joined namespaces init must be born into, and create a new time namespace
     /// with `offsets` if asked.
     pub fn enter(plan: &NamespacePlan, time_offsets: Option<&str>) -> Result<Self, NamespaceError> {
-        let mut guard = ChildNamespaceGuard { saved: Vec::new() };
-        for (kind, path) in &plan.parent_join {
-            guard.save(*kind)?;
-            join(*kind, path)?;
-        }
+        let mut guard = Self::join_all(&plan.parent_join)?;
         if plan.new_time {
             guard.save(NsKind::Time)?;
             unshare(NsKind::Time.clone_flag())?;
@@ -275,6 +271,16 @@ impl ChildNamespaceGuard {
                 std::fs::write("/proc/self/timens_offsets", offsets)
                     .map_err(NamespaceError::TimeOffsets)?;
             }
+        }
+        Ok(guard)
+    }
+
+    /// Enter each of `namespaces`, remembering the parent's own to return to.
+    pub fn join_all(namespaces: &[(NsKind, PathBuf)]) -> Result<Self, NamespaceError> {
+        let mut guard = ChildNamespaceGuard { saved: Vec::new() };
+        for (kind, path) in namespaces {
+            guard.save(*kind)?;
+            join(*kind, path)?;
         }
         Ok(guard)
     }
@@ -299,6 +305,25 @@ impl Drop for ChildNamespaceGuard {
             }
         }
     }
+}
+
+/// The namespaces of process `pid` that differ from ours, among `kinds`, as
+/// /proc/PID/ns paths: what a process must join to be "in" that process's container.
+pub fn differing(pid: i32, kinds: &[NsKind]) -> Vec<(NsKind, PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    kinds
+        .iter()
+        .filter_map(|&kind| {
+            let theirs = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
+            let ours = PathBuf::from(format!("/proc/self/ns/{}", kind.proc_name()));
+            match (ino(&theirs), ino(&ours)) {
+                (Some(t), Some(o)) if t == o => None,
+                (Some(_), _) => Some((kind, theirs)),
+                (None, _) => None,
+            }
+        })
+        .collect()
 }
 
 /// `linux.timeOffsets` in the format of /proc/PID/timens_offsets.

@@ -62,11 +62,9 @@ pub struct SavedState {
     /// False while `create` is still setting the container up ("creating").
     pub ready: bool,
     pub cgroup: Option<ContainerCgroup>,
-    /// Hooks to run on start and delete; kept so the bundle is not read again.
-    #[serde(default)]
-    pub poststart_hooks: Vec<oci_spec::runtime::Hook>,
-    #[serde(default)]
-    pub poststop_hooks: Vec<oci_spec::runtime::Hook>,
+    /// The validated config the container was created from: `start`, `exec` and `delete`
+    /// use it (hooks, process defaults) without reading the bundle again.
+    pub config: oci_spec::runtime::Spec,
 }
 
 /// The directory of one container, locked for the lifetime of this value.
@@ -102,6 +100,27 @@ fn open_lock(dir: &Path) -> Result<File, StateError> {
         .map_err(io_err(&path))?;
     lock_exclusive(&file, &path)?;
     Ok(file)
+}
+
+impl SavedState {
+    /// The hooks of one kind from the saved config.
+    pub fn hooks(&self, kind: HookKind) -> &[oci_spec::runtime::Hook] {
+        let Some(h) = self.config.hooks().as_ref() else {
+            return &[];
+        };
+        let list = match kind {
+            HookKind::Poststart => h.poststart(),
+            HookKind::Poststop => h.poststop(),
+        };
+        list.as_deref().unwrap_or(&[])
+    }
+}
+
+/// The hook kinds run by commands after `create`.
+#[derive(Debug, Clone, Copy)]
+pub enum HookKind {
+    Poststart,
+    Poststop,
 }
 
 impl ContainerDir {
@@ -240,8 +259,7 @@ mod tests {
             annotations: Default::default(),
             ready: true,
             cgroup: None,
-            poststart_hooks: vec![],
-            poststop_hooks: vec![],
+            config: Default::default(),
         }
     }
 

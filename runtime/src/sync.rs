@@ -46,9 +46,24 @@ pub struct InitPlan {
     pub in_user_ns: bool,
 }
 
+/// What init needs to start one more process in a running container (`exec`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecPlan {
+    pub id: String,
+    pub process: oci_spec::runtime::Process,
+    /// The container's user namespace, when it has its own.
+    pub join_user: Option<PathBuf>,
+    /// The container's mount namespace (its root is the container's root).
+    pub join_mount: PathBuf,
+    pub console_fd: Option<i32>,
+    pub preserve_fds: i32,
+    pub personality: Option<oci_spec::runtime::LinuxPersonality>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToInit {
     Plan(Box<InitPlan>),
+    Exec(Box<ExecPlan>),
     /// Prestart and createRuntime hooks ran; carries the state JSON for createContainer.
     HooksDone {
         state_json: String,

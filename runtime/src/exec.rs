@@ -1,0 +1,269 @@
+//! `exec`: one more process in a running container. The parent enters the container's
+//! namespaces around the `clone` (as `create` does for joined ones) and puts the child in
+//! the container's cgroup; the child execs `hull init`, which joins the container's user
+//! and mount namespaces (so it stands at the container's root), applies the process spec
+//! and execs the command.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use crate::container::{
+    dup_above, io, load_state, reap_status, spawn_init, status_of, stdio_above, stdio_raw,
+    ChildSetup, Error, InitExec, Runtime, Status,
+};
+use crate::init::{self, InitError, Never};
+use crate::namespaces::{self, ChildNamespaceGuard, NsKind};
+use crate::state::{self, ContainerDir};
+use crate::sync::{self, ExecPlan, FromInit, SyncError, ToInit};
+use crate::{process_setup, terminal};
+
+/// Namespaces the parent enters for the clone; user and mount are joined by init.
+const PARENT_JOINS: [NsKind; 6] = [
+    NsKind::Pid,
+    NsKind::Net,
+    NsKind::Ipc,
+    NsKind::Uts,
+    NsKind::Cgroup,
+    NsKind::Time,
+];
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub process: Process,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+    /// The process's stdin, stdout and stderr; None gives it the caller's fds 0-2.
+    pub stdio: Option<[RawFd; 3]>,
+}
+
+/// Kills and reaps a half-started exec process unless disarmed.
+struct ExecGuard(Option<Pid>);
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+}
+
+/// `process` checks a process.json must pass (the container's config was validated at
+/// create; this one comes from the caller now).
+pub fn validate_process(process: &Process) -> Result<(), Error> {
+    let args = process.args().as_deref().unwrap_or(&[]);
+    if args.first().is_none_or(|a| a.is_empty()) {
+        return Err(Error::Usage("process.args must not be empty".into()));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(Error::Usage(format!(
+            "process.cwd {:?} is not an absolute path",
+            process.cwd()
+        )));
+    }
+    if let Some(env) = process.env() {
+        if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
+            return Err(Error::Usage(format!(
+                "process.env entry {bad:?} is not NAME=value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Runtime {
+    /// Start `opts.process` in container `id`. Returns 0 with `detach`, else the process's
+    /// exit status once it exits.
+    pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32, Error> {
+        hull_specs::validate_container_id(id)?;
+        validate_process(&opts.process)?;
+        if opts.preserve_fds < 0 {
+            return Err(Error::Usage("--preserve-fds must not be negative".into()));
+        }
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        let status = status_of(&dir, &saved);
+        if !matches!(status, Status::Running | Status::Created) {
+            return Err(Error::WrongStatus {
+                op: "exec in",
+                id: id.to_string(),
+                status,
+            });
+        }
+        let terminal = opts.process.terminal().unwrap_or(false);
+        let (console_sock, relay) = match (&opts.console_socket, terminal, opts.detach) {
+            (Some(_), false, _) => {
+                return Err(Error::Usage(
+                    "--console-socket was given but the process has no terminal".into(),
+                ))
+            }
+            (Some(path), true, _) => (Some(terminal::connect_console_socket(path)?), None),
+            (None, true, false) => {
+                let (a, b) = UnixStream::pair().map_err(io("console socketpair"))?;
+                (Some(OwnedFd::from(b)), Some(OwnedFd::from(a)))
+            }
+            (None, true, true) => {
+                return Err(Error::Usage(
+                    "a terminal was requested with --detach: --console-socket is required".into(),
+                ))
+            }
+            (None, false, _) => (None, None),
+        };
+
+        let joins = namespaces::differing(saved.pid, &PARENT_JOINS);
+        let join_user = namespaces::differing(saved.pid, &[NsKind::User])
+            .pop()
+            .map(|(_, p)| p);
+        let plan = ExecPlan {
+            id: id.to_string(),
+            process: opts.process.clone(),
+            join_user,
+            join_mount: PathBuf::from(format!("/proc/{}/ns/mnt", saved.pid)),
+            console_fd: None,
+            preserve_fds: opts.preserve_fds,
+            personality: saved
+                .config
+                .linux()
+                .as_ref()
+                .and_then(|l| l.personality().clone()),
+        };
+
+        let (mut ours, theirs) = UnixStream::pair().map_err(io("sync socketpair"))?;
+        let min_fd = 3 + opts.preserve_fds;
+        let init_fd = dup_above(theirs.as_fd(), min_fd)?;
+        drop(theirs);
+        let console_child = console_sock
+            .as_ref()
+            .map(|c| dup_above(c.as_fd(), min_fd))
+            .transpose()?;
+        let exec = InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?;
+        let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
+            .chain(console_child.as_ref().map(|f| f.as_raw_fd()))
+            .collect();
+        let stdio = stdio_above(opts.stdio, min_fd)?;
+        let pid = {
+            let _ns = ChildNamespaceGuard::join_all(&joins)?;
+            spawn_init(&ChildSetup {
+                flags: CloneFlags::empty().bits(),
+                exec: &exec,
+                keep_fds: &child_fds,
+                stdio: stdio_raw(&stdio),
+                wait_for_maps_on: None,
+            })?
+        };
+        let mut guard = ExecGuard(Some(pid));
+        drop(init_fd);
+        let plan = ExecPlan {
+            console_fd: console_child.as_ref().map(|f| f.as_raw_fd()),
+            ..plan
+        };
+        drop(console_child);
+        if let Some(cg) = &saved.cgroup {
+            cg.add_process(pid.as_raw())?;
+        }
+        sync::send(&mut ours, &ToInit::Exec(Box::new(plan)))?;
+        match sync::recv::<FromInit>(&mut ours) {
+            Ok(FromInit::Ready) => {}
+            Ok(FromInit::Error(msg)) => return Err(Error::Init(msg)),
+            Ok(other) => {
+                return Err(Error::Init(format!(
+                    "unexpected message from exec: {other:?}"
+                )))
+            }
+            Err(SyncError::Closed) => {
+                return Err(Error::Init(format!(
+                    "exec process {pid} exited during set-up{}",
+                    reap_status(pid)
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(pid_file) = &opts.pid_file {
+            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
+        }
+        let master = relay
+            .map(|ours| terminal::recv_fd(ours.as_fd()))
+            .transpose()?;
+        guard.0 = None;
+        // Other commands on this container may go on while we wait.
+        drop(dir);
+        if opts.detach {
+            return Ok(0);
+        }
+        crate::wait::wait_for_container(pid, master)
+    }
+}
+
+/// The container side: `hull init` receiving an [`ExecPlan`].
+pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<Never, InitError> {
+    // Open both namespace files before entering either: after the user namespace we may
+    // no longer be allowed to open the host's /proc entries.
+    let open = |p: &PathBuf| {
+        File::open(p).map_err(|e| InitError::Io {
+            what: format!("opening {p:?}"),
+            source: e,
+        })
+    };
+    let user = plan.join_user.as_ref().map(open).transpose()?;
+    let mount = open(&plan.join_mount)?;
+    if let Some(user) = &user {
+        nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
+            .map_err(init::sys("joining the container's user namespace"))?;
+        init::become_root_in_user_ns()?;
+    }
+    // Entering the mount namespace also sets our root and cwd to the container's root.
+    nix::sched::setns(mount.as_fd(), CloneFlags::CLONE_NEWNS)
+        .map_err(init::sys("joining the container's mount namespace"))?;
+    drop((user, mount));
+
+    let process = &plan.process;
+    let cwd = process.cwd();
+    nix::unistd::chdir(cwd).map_err(init::sys(format!("process.cwd {cwd:?}")))?;
+    let env = init::container_env(process);
+    let args = process.args().clone().unwrap_or_default();
+    let arg0 = args
+        .first()
+        .ok_or_else(|| InitError::Invalid("process.args is empty".into()))?;
+    let exe = process_setup::find_executable(arg0, &env, cwd)?;
+    let exec = init::ExecArgs::new(&exe, &args, &env)?;
+    if process.terminal().unwrap_or(false) {
+        init::setup_console(plan.console_fd)?;
+    }
+    process_setup::apply_with_personality(process, plan.personality.as_ref())?;
+    // `hull exec --detach` exits after Ready; the process must outlive it.
+    nix::sys::prctl::set_pdeathsig(None).map_err(init::sys("clearing the parent-death signal"))?;
+    sync::send(sock, &FromInit::Ready)?;
+    init::close_fds_on_exec(3 + plan.preserve_fds)?;
+    init::drop_sync_socket(sock);
+    Err(exec.exec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(json: &str) -> Process {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn process_json_is_validated() {
+        assert!(validate_process(&process(r#"{"cwd":"/","args":["sh"]}"#)).is_ok());
+        let err = validate_process(&process(r#"{"cwd":"/","args":[]}"#)).unwrap_err();
+        assert!(err.to_string().contains("process.args"), "{err}");
+        let err = validate_process(&process(r#"{"cwd":"tmp","args":["sh"]}"#)).unwrap_err();
+        assert!(err.to_string().contains("process.cwd"), "{err}");
+        let err = validate_process(&process(r#"{"cwd":"/","args":["sh"],"env":["NOEQUALS"]}"#))
+            .unwrap_err();
+        assert!(err.to_string().contains("process.env"), "{err}");
+    }
+}
