@@ -257,13 +257,24 @@ mod tests {
 
     #[test]
     fn process_json_is_validated() {
-        assert!(validate_process(&process(r#"{"cwd":"/","args":["sh"]}"#)).is_ok());
-        let err = validate_process(&process(r#"{"cwd":"/","args":[]}"#)).unwrap_err();
+        assert!(validate_process(&process(
+            r#"{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"]}"#
+        ))
+        .is_ok());
+        let err = validate_process(&process(
+            r#"{"cwd":"/","user":{"uid":0,"gid":0},"args":[]}"#,
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("process.args"), "{err}");
-        let err = validate_process(&process(r#"{"cwd":"tmp","args":["sh"]}"#)).unwrap_err();
+        let err = validate_process(&process(
+            r#"{"cwd":"tmp","user":{"uid":0,"gid":0},"args":["sh"]}"#,
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("process.cwd"), "{err}");
-        let err = validate_process(&process(r#"{"cwd":"/","args":["sh"],"env":["NOEQUALS"]}"#))
-            .unwrap_err();
+        let err = validate_process(&process(
+            r#"{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"],"env":["NOEQUALS"]}"#,
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("process.env"), "{err}");
     }
 }

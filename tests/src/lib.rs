@@ -14,6 +14,8 @@
 pub mod bundle;
 pub mod check;
 pub mod console;
+pub mod containerd;
+pub mod oci_image;
 pub mod runtime;
 pub mod skip;
 pub mod util;

@@ -1,0 +1,402 @@
+//! hull under a real containerd (Debian's 1.6, private to each test): an image made
+//! locally and imported, then every `ctr task` operation through
+//! * containerd's own runc shim driving hull as its `BinaryName`
+//!   (`ctr run --runtime io.containerd.runc.v2 --runc-binary <hull>`), and
+//! * hull's shim, `containerd-shim-hull-v2`, found on containerd's PATH
+//!   (`ctr run --runtime io.containerd.hull.v2`).
+//!
+//! Afterwards nothing may be left: no process, mount, cgroup or state directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hull_tests::bundle::CGROUP_PARENT;
+use hull_tests::containerd::{self, Containerd, Options};
+use hull_tests::oci_image::{self, OciImage};
+use hull_tests::skip::skipped;
+use hull_tests::{cgroup_dirs, mountinfo, unique, wait_until};
+
+const SHIM_BIN: &str = "containerd-shim-hull-v2";
+
+/// Which shim drives hull.
+enum Via {
+    /// containerd-shim-runc-v2 with hull as BinaryName.
+    RuncShim { hull: PathBuf },
+    /// containerd-shim-hull-v2.
+    HullShim,
+}
+
+struct Env {
+    cd: Containerd,
+    image: OciImage,
+    via: Via,
+}
+
+/// Where `containerd-shim-hull-v2` was built: `$HULL_SHIM_DIR`, else next to the hull binary
+/// under test, else the workspace's target/debug.
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HULL_SHIM_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let next_to_hull = hull_tests::runtime::bin_path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if next_to_hull.join(SHIM_BIN).exists() {
+        return next_to_hull;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+}
+
+/// A private containerd with the busybox image imported, or None (skipped) when this
+/// machine cannot run it.
+fn env(test: &str, via: Via) -> Option<Env> {
+    if let Some(r) = containerd::skip_reason() {
+        skipped(&r);
+        return None;
+    }
+    let mut opts = Options::default();
+    match &via {
+        Via::RuncShim { hull } => {
+            assert!(hull.exists(), "{hull:?} missing: build it first");
+        }
+        Via::HullShim => {
+            let shim = target_dir().join(SHIM_BIN);
+            assert!(
+                shim.exists(),
+                "{shim:?} missing: build it first (cargo build -p hull-shim)"
+            );
+            opts.path_prepend.push(target_dir());
+        }
+    }
+    let cd = Containerd::start(&opts).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let image = oci_image::busybox_image(&unique("hull-busybox")).expect("build image");
+    cd.import(&image.tar).assert_ok();
+    let listed = cd.ctr(&["image", "ls", "-q"]);
+    assert!(listed.stdout.contains(&image.name), "{listed}");
+    Some(Env { cd, image, via })
+}
+
+impl Env {
+    fn runtime_args(&self) -> Vec<String> {
+        match &self.via {
+            Via::RuncShim { hull } => vec![
+                "--runtime".into(),
+                "io.containerd.runc.v2".into(),
+                "--runc-binary".into(),
+                hull.display().to_string(),
+                "--runc-root".into(),
+                self.cd.runc_root().display().to_string(),
+            ],
+            Via::HullShim => vec!["--runtime".into(), "io.containerd.hull.v2".into()],
+        }
+    }
+
+    fn cgroup(&self, id: &str) -> String {
+        format!("{CGROUP_PARENT}/{}-{id}", self.cd.namespace)
+    }
+
+    /// `ctr run [extra] --fifo-dir --cgroup <runtime> IMAGE ID ARGS...`
+    fn run_args(&self, extra: &[&str], id: &str, args: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = vec!["run".into()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([
+            "--fifo-dir".into(),
+            self.cd.fifo_dir().display().to_string(),
+            "--cgroup".into(),
+            self.cgroup(id),
+        ]);
+        v.extend(self.runtime_args());
+        v.push(self.image.name.clone());
+        v.push(id.into());
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    fn ctr(&self, args: &[String]) -> containerd::CtrOut {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cd.ctr(&a)
+    }
+
+    /// The status column of `ctr task ls` for `id`.
+    fn task_status(&self, id: &str) -> Option<String> {
+        let out = self.cd.ctr(&["task", "ls"]);
+        out.stdout.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
+        })
+    }
+
+    fn wait_task_status(&self, id: &str, want: &str) -> bool {
+        wait_until(Duration::from_secs(20), || {
+            self.task_status(id).as_deref() == Some(want)
+        })
+    }
+
+    /// The one shim serving our running container is the expected binary; prints its
+    /// VmRSS (the per-container memory cost of the shim).
+    fn check_shim_binary(&self) {
+        let want = match self.via {
+            Via::RuncShim { .. } => "containerd-shim-runc-v2",
+            Via::HullShim => SHIM_BIN,
+        };
+        let shims = self.cd.shim_pids();
+        assert_eq!(shims.len(), 1, "shims: {shims:?}");
+        let exe = std::fs::read_link(format!("/proc/{}/exe", shims[0])).unwrap_or_default();
+        assert!(exe.ends_with(want), "shim {exe:?} is not {want}");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", shims[0])).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap_or("VmRSS: ?");
+        eprintln!("{want} serving 1 running container: {rss}");
+    }
+
+    /// Where the runtime keeps the container's state.
+    fn state_dirs(&self, id: &str) -> Vec<PathBuf> {
+        let mut v = vec![self.cd.task_dir(id)];
+        if matches!(self.via, Via::RuncShim { .. }) {
+            v.push(self.cd.runc_root().join(&self.cd.namespace).join(id));
+        }
+        v
+    }
+
+    /// Nothing of container `id` is left: processes `pids`, mounts, cgroup, state dirs,
+    /// and (after a grace period) no shim of this containerd.
+    fn assert_nothing_left(&self, id: &str, pids: &[i32]) {
+        let mut left = Vec::new();
+        let gone = wait_until(Duration::from_secs(10), || {
+            pids.iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        });
+        if !gone {
+            left.push(format!("processes still alive among {pids:?}"));
+        }
+        let task_dir = self.cd.task_dir(id).display().to_string();
+        for m in hull_tests::parse_mountinfo(&mountinfo()) {
+            if m.mount_point.starts_with(&task_dir) {
+                left.push(format!("mount {}", m.mount_point));
+            }
+        }
+        for d in cgroup_dirs(&self.cgroup(id)) {
+            if d.exists() {
+                left.push(format!("cgroup {d:?}"));
+            }
+        }
+        for d in self.state_dirs(id) {
+            if d.exists() {
+                left.push(format!("state dir {d:?}"));
+            }
+        }
+        if !wait_until(Duration::from_secs(10), || self.cd.shim_pids().is_empty()) {
+            left.push(format!("shim processes {:?}", self.cd.shim_pids()));
+        }
+        assert!(
+            left.is_empty(),
+            "leftovers of {id}: {left:#?}\ncontainerd log:\n{}",
+            self.cd.log_tail()
+        );
+    }
+}
+
+/// A container that prints and exits with a chosen status, which `ctr run` exits with.
+fn exit_status_is_seen(e: &Env) {
+    let id = unique("exit");
+    let out = e.ctr(&e.run_args(
+        &["--rm"],
+        &id,
+        &[
+            "sh",
+            "-c",
+            "echo hello-from-hull; echo to-stderr >&2; exit 7",
+        ],
+    ));
+    assert_eq!(out.code(), 7, "{out}\n{}", e.cd.log_tail());
+    assert!(out.stdout.contains("hello-from-hull"), "{out}");
+    assert!(out.stderr.contains("to-stderr"), "{out}");
+    // A terminal container: output through the pty.
+    let id2 = unique("tty");
+    let args = e.run_args(&["--rm", "-t"], &id2, &["sh", "-c", "tty; exit 5"]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, text) = e.cd.ctr_tty(&a, b"", Duration::from_secs(60));
+    assert_eq!(code, 5, "{text}\n{}", e.cd.log_tail());
+    assert!(text.contains("/dev/pts/"), "{text}");
+    e.assert_nothing_left(&id, &[]);
+    e.assert_nothing_left(&id2, &[]);
+}
+
+/// run -d, exec (with and without a tty), ps, pause/resume, metrics, kill TERM, task
+/// delete (status seen), container delete; then a second one killed with KILL.
+fn task_operations(e: &Env) {
+    let id = unique("ops");
+    // Busybox sh as pid 1 ignores TERM unless trapped.
+    let script = "trap 'exit 42' TERM; echo started; while true; do sleep 0.1; done";
+    e.ctr(&e.run_args(&["-d"], &id, &["sh", "-c", script]))
+        .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "RUNNING"),
+        "{:?}\n{}",
+        e.task_status(&id),
+        e.cd.log_tail()
+    );
+
+    e.check_shim_binary();
+
+    let fifo_dir = e.cd.fifo_dir().display().to_string();
+    let out = e.cd.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "plain",
+        &id,
+        "sh",
+        "-c",
+        "echo exec-out; echo exec-err >&2; exit 3",
+    ]);
+    assert_eq!(out.code(), 3, "{out}");
+    assert!(out.stdout.contains("exec-out"), "{out}");
+    assert!(out.stderr.contains("exec-err"), "{out}");
+
+    let (code, text) = e.cd.ctr_tty(
+        &[
+            "task",
+            "exec",
+            "--fifo-dir",
+            &fifo_dir,
+            "-t",
+            "--exec-id",
+            "tty",
+            &id,
+            "sh",
+            "-c",
+            "tty; exit 4",
+        ],
+        b"",
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 4, "{text}\n{}", e.cd.log_tail());
+    assert!(text.contains("/dev/pts/"), "{text}");
+
+    let ps = e.cd.ctr(&["task", "ps", &id]);
+    ps.assert_ok();
+    let pids: Vec<i32> = ps
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!pids.is_empty(), "{ps}");
+
+    e.cd.ctr(&["task", "pause", &id]).assert_ok();
+    assert!(
+        e.wait_task_status(&id, "PAUSED"),
+        "{:?}",
+        e.task_status(&id)
+    );
+    e.cd.ctr(&["task", "resume", &id]).assert_ok();
+    assert!(
+        e.wait_task_status(&id, "RUNNING"),
+        "{:?}",
+        e.task_status(&id)
+    );
+
+    let metrics = e.cd.ctr(&["task", "metrics", &id]);
+    metrics.assert_ok();
+    assert!(
+        metrics.stdout.contains("pids.current") && metrics.stdout.contains("memory"),
+        "{metrics}"
+    );
+
+    e.cd.ctr(&["task", "kill", "-s", "SIGTERM", &id])
+        .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "STOPPED"),
+        "{:?}",
+        e.task_status(&id)
+    );
+    let del = e.cd.ctr(&["task", "delete", &id]);
+    del.assert_ok();
+    // ctr reports a non-zero exit status of the deleted task as a warning.
+    assert!(del.stderr.contains("exit code 42"), "{del}");
+    e.cd.ctr(&["container", "delete", &id]).assert_ok();
+    e.assert_nothing_left(&id, &pids);
+
+    let id2 = unique("kill");
+    e.ctr(&e.run_args(&["-d"], &id2, &["sleep", "1000"]))
+        .assert_ok();
+    assert!(
+        e.wait_task_status(&id2, "RUNNING"),
+        "{:?}",
+        e.task_status(&id2)
+    );
+    let pids2: Vec<i32> =
+        e.cd.ctr(&["task", "ps", &id2])
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+    e.cd.ctr(&["task", "kill", "-s", "SIGKILL", &id2])
+        .assert_ok();
+    assert!(
+        e.wait_task_status(&id2, "STOPPED"),
+        "{:?}",
+        e.task_status(&id2)
+    );
+    let del = e.cd.ctr(&["task", "delete", &id2]);
+    del.assert_ok();
+    assert!(del.stderr.contains("exit code 137"), "{del}");
+    e.cd.ctr(&["container", "delete", &id2]).assert_ok();
+    e.assert_nothing_left(&id2, &pids2);
+}
+
+fn runc_shim() -> Via {
+    Via::RuncShim {
+        hull: hull_tests::runtime::bin_path(),
+    }
+}
+
+#[test]
+fn containerd_imports_the_busybox_image() {
+    let Some(e) = env("import", runc_shim()) else {
+        return;
+    };
+    let out = e.cd.ctr(&["image", "check"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("complete"), "{out}");
+}
+
+#[test]
+fn containerd_runc_shim_exit_status() {
+    let Some(e) = env("runc-shim-exit", runc_shim()) else {
+        return;
+    };
+    exit_status_is_seen(&e);
+}
+
+#[test]
+fn containerd_runc_shim_task_operations() {
+    let Some(e) = env("runc-shim-ops", runc_shim()) else {
+        return;
+    };
+    task_operations(&e);
+}
+
+#[test]
+fn containerd_hull_shim_exit_status() {
+    let Some(e) = env("hull-shim-exit", Via::HullShim) else {
+        return;
+    };
+    exit_status_is_seen(&e);
+}
+
+#[test]
+fn containerd_hull_shim_task_operations() {
+    let Some(e) = env("hull-shim-ops", Via::HullShim) else {
+        return;
+    };
+    task_operations(&e);
+}
