@@ -34,6 +34,8 @@ pub enum Error {
     Hook(#[from] HookError),
     #[error(transparent)]
     Terminal(#[from] TerminalError),
+    #[error(transparent)]
+    SealedExe(#[from] crate::sealed_exe::SealedExeError),
     #[error("container init: {0}")]
     Init(String),
     #[error("talking to container init: {0}")]
@@ -842,7 +844,8 @@ fn user_name(uid: u32) -> String {
 
 /// execve arguments for `hull init`, built before the clone so the child allocates nothing.
 pub(crate) struct InitExec {
-    path: CString,
+    /// The hull binary, read-only to the container (see `sealed_exe`).
+    exe: OwnedFd,
     _argv: Vec<CString>,
     _envp: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
@@ -851,14 +854,8 @@ pub(crate) struct InitExec {
 
 impl InitExec {
     pub(crate) fn new(binary: Option<&Path>, init_fd: RawFd) -> Result<Self, Error> {
-        let bad = |_| Error::Usage("init binary path or environment contains a NUL byte".into());
-        let path = CString::new(
-            binary
-                .unwrap_or(Path::new("/proc/self/exe"))
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .map_err(bad)?;
+        let bad = |_| Error::Usage("environment contains a NUL byte".into());
+        let exe = crate::sealed_exe::open(binary)?;
         let argv = vec![
             CString::new("hull").map_err(bad)?,
             CString::new("init").map_err(bad)?,
@@ -882,7 +879,7 @@ impl InitExec {
         Ok(Self {
             argv_ptrs: ptrs(&argv),
             envp_ptrs: ptrs(&envp),
-            path,
+            exe,
             _argv: argv,
             _envp: envp,
         })
@@ -958,10 +955,13 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
         for &fd in setup.keep_fds {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
-        libc::execve(
-            setup.exec.path.as_ptr(),
+        libc::syscall(
+            libc::SYS_execveat,
+            setup.exec.exe.as_raw_fd(),
+            c"".as_ptr(),
             setup.exec.argv_ptrs.as_ptr(),
             setup.exec.envp_ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
         );
         libc::_exit(127)
     }

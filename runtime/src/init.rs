@@ -2,10 +2,12 @@
 //! it its new namespaces. It is a fresh, single-threaded process image, so it may do all
 //! the set-up work (the forked child before it did nothing but async-signal-safe calls).
 //!
-//! Order (runc's): join user ns → unshare the rest → keyring → hostname → rootfs prepare →
-//! [parent runs prestart/createRuntime hooks] → createContainer hooks → pivot → sysctl →
-//! console → masked/read-only paths → cwd, executable lookup → report Ready → block on the
-//! exec fifo until `start` → startContainer hooks → user, capabilities, limits → execve.
+//! Order (runc's): seccomp compile (+ agent connect) → join user ns → unshare the rest →
+//! keyring → hostname → rootfs prepare → [parent runs prestart/createRuntime hooks] →
+//! createContainer hooks → pivot → sysctl → console → masked/read-only paths → cwd,
+//! executable lookup → report Ready → block on the exec fifo until `start` → startContainer
+//! hooks → limits, user, capabilities → seccomp load → execve (without noNewPrivileges the
+//! filter is loaded before the user switch, which drops the CAP_SYS_ADMIN it needs).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -18,7 +20,7 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::Spec;
 
 use crate::sync::{self, FromInit, InitPlan, ToInit};
-use crate::{hooks, namespaces, process_setup, rootfs, terminal};
+use crate::{hooks, namespaces, process_setup, rootfs, seccomp, terminal};
 
 /// The environment variable naming init's end of the sync socket.
 pub const INIT_FD_ENV: &str = "_HULL_INIT_FD";
@@ -39,6 +41,8 @@ pub enum InitError {
     Process(#[from] process_setup::ProcessSetupError),
     #[error(transparent)]
     Terminal(#[from] terminal::TerminalError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -113,6 +117,9 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
 
     // Before any mount changes: the fifo lives in hull's state directory on the host.
     let fifo = open_fifo_path(&plan.fifo)?;
+    // Compiled now so a bad profile fails `create`; a notify agent is connected now, while
+    // its host path is reachable.
+    let seccomp = seccomp::prepare(spec)?;
 
     enter_namespaces(&plan)?;
     if !plan.no_new_keyring {
@@ -189,9 +196,13 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
         hooks::run_hooks("startContainer", &h, state.to_string().as_bytes())?;
     }
     let personality = spec.linux().as_ref().and_then(|l| l.personality().as_ref());
-    process_setup::apply_with_personality(process, personality)?;
+    // Loads the filter before the user switch when noNewPrivileges is false.
+    let seccomp = seccomp::apply_process(process, personality, seccomp, &state_json)?;
     close_fds_on_exec(3 + plan.preserve_fds)?;
     drop_sync_socket(sock);
+    if let Some(filter) = seccomp {
+        filter.activate(&state_json)?;
+    }
     Err(exec.exec())
 }
 

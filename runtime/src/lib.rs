@@ -15,6 +15,8 @@ pub mod logging;
 pub mod namespaces;
 pub mod process_setup;
 pub mod rootfs;
+pub mod sealed_exe;
+pub mod seccomp;
 pub mod state;
 pub mod sync;
 pub mod terminal;

@@ -8,17 +8,24 @@
 //! - a `cgroup` namespace is created (runc >= 1.2 does the same; it is what cgroup v2 hosts
 //!   expect, and it hides the host's cgroup paths);
 //! - rootless: no `/sys/fs/cgroup` mount (hull cannot create a cgroup there) and the cgroup
-//!   namespace is kept.
+//!   namespace is kept;
+//! - `linux.seccomp` is the default profile of containerd and Docker
+//!   ([`crate::seccomp_default`]), gated on the spec's bounding set — `runc spec` writes
+//!   none, but every container containerd, Docker or podman starts gets it. Rootless specs
+//!   get it too: with `noNewPrivileges` loading a filter needs no privilege, and rootless
+//!   Docker and podman apply the same profile.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Linux, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType, Spec,
+    Capability, Linux, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType,
+    Spec,
 };
 
 use crate::bundle::CONFIG_FILE;
 use crate::json::spec_to_pretty_json;
+use crate::seccomp_default::default_seccomp;
 use crate::SpecError;
 
 /// The hostname of a default container.
@@ -40,6 +47,12 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Spec {
         caps.set_ambient(None);
         process.set_capabilities(Some(caps));
     }
+    let bounding: Vec<Capability> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .map(|c| c.bounding().iter().flatten().copied().collect())
+        .unwrap_or_default();
 
     if let Some(linux) = spec.linux_mut() {
         let mut deny_all = LinuxDeviceCgroup::default();
@@ -48,6 +61,7 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Spec {
         if let Some(res) = linux.resources_mut() {
             res.set_devices(Some(vec![deny_all]));
         }
+        linux.set_seccomp(Some(default_seccomp(&bounding)));
         if rootless {
             linux.set_resources(None);
             // Container root (0) to host uid/gid, size 1.
@@ -150,6 +164,12 @@ mod tests {
                 m.retain(|m| m["type"] != "cgroup");
             }
         }
+        // The default seccomp profile for runc's default bounding set.
+        let bounding: Vec<Capability> =
+            serde_json::from_value(v["process"]["capabilities"]["bounding"].clone())
+                .expect("runc's bounding set parses");
+        v["linux"]["seccomp"] =
+            serde_json::to_value(default_seccomp(&bounding)).expect("profile serializes");
         v
     }
 
@@ -193,6 +213,26 @@ mod tests {
             Some(5)
         );
         assert!(v.get("annotations").is_none());
+    }
+
+    #[test]
+    fn default_seccomp_profile_in_both_flavours() {
+        for rootless in [false, true] {
+            let v = value(&default_spec(rootless, 1000, 1000));
+            let sc = &v["linux"]["seccomp"];
+            assert_eq!(sc["defaultAction"], json!("SCMP_ACT_ERRNO"), "{rootless}");
+            let allowed: Vec<&str> = sc["syscalls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["action"] == "SCMP_ACT_ALLOW")
+                .flat_map(|c| c["names"].as_array().into_iter().flatten())
+                .filter_map(|n| n.as_str())
+                .collect();
+            assert!(allowed.contains(&"mkdir") && allowed.contains(&"execve"));
+            // The default bounding set has no CAP_SYS_ADMIN.
+            assert!(!allowed.contains(&"mount") && !allowed.contains(&"unshare"));
+        }
     }
 
     #[test]

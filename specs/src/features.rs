@@ -68,6 +68,75 @@ pub const NAMESPACES: [&str; 8] = [
     "cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts",
 ];
 
+/// seccomp actions hull's filter compiler handles (runtime/src/seccomp.rs), sorted.
+pub const SECCOMP_ACTIONS: [&str; 9] = [
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_TRAP",
+];
+
+/// Argument operators, sorted.
+pub const SECCOMP_OPERATORS: [&str; 7] = [
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_MASKED_EQ",
+    "SCMP_CMP_NE",
+];
+
+/// Architectures a filter may name, sorted. libseccomp (>= 2.5; Debian 12 has 2.5.4) puts
+/// only architectures of the native byte order into one filter, so a little-endian hull
+/// lists the little-endian ones (LOONGARCH64, M68K, SH need libseccomp 2.6).
+pub const SECCOMP_ARCHS: &[&str] = if cfg!(target_endian = "little") {
+    &[
+        "SCMP_ARCH_AARCH64",
+        "SCMP_ARCH_ARM",
+        "SCMP_ARCH_MIPSEL",
+        "SCMP_ARCH_MIPSEL64",
+        "SCMP_ARCH_MIPSEL64N32",
+        "SCMP_ARCH_PPC64LE",
+        "SCMP_ARCH_RISCV64",
+        "SCMP_ARCH_X32",
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X86_64",
+    ]
+} else {
+    &[
+        "SCMP_ARCH_MIPS",
+        "SCMP_ARCH_MIPS64",
+        "SCMP_ARCH_MIPS64N32",
+        "SCMP_ARCH_PARISC",
+        "SCMP_ARCH_PARISC64",
+        "SCMP_ARCH_PPC",
+        "SCMP_ARCH_PPC64",
+        "SCMP_ARCH_S390",
+        "SCMP_ARCH_S390X",
+    ]
+};
+
+/// Filter flags hull knows (runc's order). `SECCOMP_FILTER_FLAG_TSYNC` is accepted and
+/// ignored, as runc does (the container init is single-threaded).
+pub const SECCOMP_KNOWN_FLAGS: [&str; 4] = [
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+];
+
+/// Filter flags hull can apply: all it knows, since hull loads the program with
+/// `seccomp(2)` itself (not through libseccomp's loader). The kernel must know them too
+/// (LOG: 4.14, SPEC_ALLOW: 4.17, WAIT_KILLABLE_RECV: 5.19); `create` refuses one the running
+/// kernel lacks, naming it. `hull_runtime::seccomp::supported_flags` probes the kernel.
+pub const SECCOMP_SUPPORTED_FLAGS: [&str; 4] = SECCOMP_KNOWN_FLAGS;
+
 /// The kernel number of a capability. The match is exhaustive on purpose: a capability
 /// added to oci-spec fails the build here until it is placed.
 pub fn capability_number(c: Capability) -> u8 {
@@ -188,7 +257,14 @@ pub fn features() -> Value {
                 "systemdUser": false,
                 "rdma": false,
             },
-            "seccomp": { "enabled": false },
+            "seccomp": {
+                "enabled": true,
+                "actions": &SECCOMP_ACTIONS[..],
+                "operators": &SECCOMP_OPERATORS[..],
+                "archs": SECCOMP_ARCHS,
+                "knownFlags": &SECCOMP_KNOWN_FLAGS[..],
+                "supportedFlags": &SECCOMP_SUPPORTED_FLAGS[..],
+            },
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
@@ -227,7 +303,7 @@ mod tests {
             v["linux"]["cgroup"],
             json!({"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false})
         );
-        for k in ["seccomp", "apparmor", "selinux", "intelRdt"] {
+        for k in ["apparmor", "selinux", "intelRdt"] {
             assert_eq!(v["linux"][k], json!({"enabled": false}), "{k}");
         }
         assert_eq!(
@@ -248,6 +324,57 @@ mod tests {
         ] {
             assert!(opts.contains(&json!(o)), "{o}");
         }
+    }
+
+    #[test]
+    fn seccomp_section_is_runc_shaped() {
+        let v = features();
+        let sc = &v["linux"]["seccomp"];
+        assert_eq!(sc["enabled"], json!(true));
+        let runc: Value = serde_json::from_str(include_str!("testdata/runc-1.1.5-features.json"))
+            .expect("fixture");
+        let rs = &runc["linux"]["seccomp"];
+        // Same actions and operators as runc; archs: those of runc's list that libseccomp
+        // can mix with the native one (runc lists every arch it knows), plus RISCV64.
+        assert_eq!(sc["actions"], rs["actions"]);
+        assert_eq!(sc["operators"], rs["operators"]);
+        let runc_archs = rs["archs"].as_array().cloned().unwrap_or_default();
+        for a in SECCOMP_ARCHS {
+            assert!(
+                *a == "SCMP_ARCH_RISCV64" || runc_archs.contains(&json!(a)),
+                "{a}"
+            );
+        }
+        assert_eq!(sc["archs"], json!(SECCOMP_ARCHS));
+        for list in [&SECCOMP_ACTIONS[..], &SECCOMP_OPERATORS[..], SECCOMP_ARCHS] {
+            let mut sorted = list.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, list);
+        }
+        // Every name parses as the oci-spec type it stands for.
+        for a in SECCOMP_ACTIONS {
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccompAction>(json!(a))
+                .expect("action");
+        }
+        for o in SECCOMP_OPERATORS {
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccompOperator>(json!(o))
+                .expect("operator");
+        }
+        for a in SECCOMP_ARCHS {
+            serde_json::from_value::<oci_spec::runtime::Arch>(json!(*a)).expect("arch");
+        }
+        for f in SECCOMP_KNOWN_FLAGS {
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccompFilterFlag>(json!(f))
+                .expect("flag");
+        }
+        let f: Features = serde_json::from_value(v).expect("features.md shape");
+        let seccomp = f
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .cloned()
+            .expect("seccomp");
+        assert_eq!(*seccomp.enabled(), Some(true));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod error;
 pub mod features;
 mod id;
 pub mod json;
+pub mod seccomp_default;
 pub mod signal;
 pub mod validate;
 

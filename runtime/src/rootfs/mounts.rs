@@ -591,7 +591,7 @@ struct MountAttr {
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr)`: the recursive `r*` options.
-fn mount_setattr_recursive(fd: BorrowedFd<'_>, attr: RecAttr) -> Result<(), Errno> {
+pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, attr: RecAttr) -> Result<(), Errno> {
     let ma = MountAttr {
         attr_set: attr.set,
         attr_clr: attr.clear,

@@ -1,0 +1,739 @@
+//! `linux.seccomp`: the container's system call filter.
+//!
+//! Two steps, far apart in init's life:
+//!
+//! 1. [`compile`] turns the OCI profile into a classic-BPF program with libseccomp (rules,
+//!    argument conditions, extra architectures) and checks everything that can be checked
+//!    without loading it: the actions, `errnoRet` ranges, argument indexes, filter flags the
+//!    kernel knows, `listenerPath` when `SCMP_ACT_NOTIFY` is used. init calls it before it
+//!    reports *Ready*, so a bad profile fails `hull create` with an error naming the field
+//!    (`linux.seccomp.syscalls[3].args[0].index: ...`).
+//! 2. [`load`] installs the program with `seccomp(SECCOMP_SET_MODE_FILTER)`, as the last step
+//!    before `execve` (or, when `noNewPrivileges` is false, just before the user switch drops
+//!    `CAP_SYS_ADMIN`, which loading a filter without no_new_privs needs — runc's order).
+//!
+//! hull loads the exported program itself instead of calling `seccomp_load`: the filter
+//! flags (`SECCOMP_FILTER_FLAG_LOG`, `SPEC_ALLOW`, `WAIT_KILLABLE_RECV`) are then whatever
+//! the kernel supports, not what the installed libseccomp knows (Debian 12 ships 2.5.4, which
+//! has no `WAIT_KILLABLE_RECV`), no libseccomp state is touched after the fork-free init has
+//! pivoted, and the notify descriptor is ours to pass on.
+//!
+//! `SCMP_ACT_NOTIFY`: the listener's AF_UNIX socket (`listenerPath`, `@name` for an abstract
+//! one) is connected by [`prepare`] while the host path is still reachable (before the pivot,
+//! as the container's root before the user switch); after loading, one message is sent on it
+//! whose payload is runc's `ContainerProcessState` JSON (`ociVersion`, `fds: ["seccompFd"]`,
+//! `pid`, `metadata` = `listenerMetadata`, `state`) and whose SCM_RIGHTS carries the notify
+//! descriptor — the protocol of runc's seccomp agents.
+//!
+//! Like runc: unknown syscall names are skipped (with a debug line), a rule whose action is
+//! the default action is dropped, conditions on the same argument index become separate
+//! rules (OR), `SCMP_ACT_KILL` means kill-thread, `errnoRet` defaults to EPERM for ERRNO and
+//! TRACE, `SECCOMP_FILTER_FLAG_TSYNC` is accepted and ignored (init is single-threaded),
+//! `SCMP_ACT_NOTIFY` is refused as the default action.
+
+use std::io::{Read, Seek};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
+    LinuxSeccompOperator, LinuxSyscall, Process, Spec,
+};
+
+/// The name runc's agents look for in `ContainerProcessState.fds`.
+pub const SECCOMP_FD_NAME: &str = "seccompFd";
+
+/// The syscall hull itself makes between loading the filter and handing the notify
+/// descriptor to the listener: it cannot be sent to that listener.
+const SEND_SYSCALL: &str = "sendmsg";
+
+/// A system call has six arguments (indexes 0 to 5).
+const MAX_ARGS: usize = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// Something wrong in the profile, e.g.
+    /// `linux.seccomp.syscalls[3].args[0].index: 6 is out of range (0-5)`.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// libseccomp refused an operation.
+    #[error("{field}: {what}: {source}")]
+    Libseccomp {
+        field: String,
+        what: String,
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+    /// A system call failed.
+    #[error("{what}: {errno}")]
+    Sys { what: String, errno: nix::Error },
+    /// Talking to the seccomp agent at `listenerPath` failed.
+    #[error("linux.seccomp.listenerPath {path:?}: {what}: {source}")]
+    Listener {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, SeccompError>;
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SeccompError {
+    SeccompError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn lib(
+    field: impl Into<String>,
+    what: impl Into<String>,
+) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+    let (field, what) = (field.into(), what.into());
+    move |source| SeccompError::Libseccomp {
+        field,
+        what,
+        source,
+    }
+}
+
+/// One rule of the filter as it was added to libseccomp (kept for tests and debugging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The syscall name from the profile.
+    pub name: String,
+    /// `linux.seccomp.syscalls[index]` it came from.
+    pub index: usize,
+    pub action: ScmpAction,
+    /// ANDed conditions (empty: unconditional).
+    pub conditions: Vec<ScmpArgCompare>,
+}
+
+/// A compiled filter: the BPF program, the `seccomp(2)` flags and the notify listener.
+pub struct Filter {
+    program: Vec<libc::sock_filter>,
+    flags: libc::c_ulong,
+    rules: Vec<Rule>,
+    skipped: Vec<String>,
+    listener: Option<Listener>,
+}
+
+/// `listenerPath` and `listenerMetadata` of a profile that uses `SCMP_ACT_NOTIFY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub path: PathBuf,
+    pub metadata: Option<String>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter")
+            .field("instructions", &self.program.len())
+            .field("flags", &self.flags)
+            .field("rules", &self.rules.len())
+            .field("skipped", &self.skipped)
+            .field("listener", &self.listener)
+            .finish()
+    }
+}
+
+impl Filter {
+    /// The rules added, in profile order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+    /// Syscall names libseccomp does not know (skipped, as runc does).
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+    /// Number of BPF instructions.
+    pub fn len(&self) -> usize {
+        self.program.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.program.is_empty()
+    }
+    /// The `seccomp(2)` flags `load` passes (`SECCOMP_FILTER_FLAG_*`).
+    pub fn flags(&self) -> libc::c_ulong {
+        self.flags
+    }
+    /// Whether the filter has an `SCMP_ACT_NOTIFY` rule (and so a listener).
+    pub fn listener(&self) -> Option<&Listener> {
+        self.listener.as_ref()
+    }
+}
+
+/// The action for `action` with `errno_ret` (ERRNO and TRACE default to EPERM, as runc).
+pub fn action(
+    action: LinuxSeccompAction,
+    errno_ret: Option<u32>,
+    field: &str,
+) -> Result<ScmpAction> {
+    let ret = |default: u32| -> Result<u16> {
+        let v = errno_ret.unwrap_or(default);
+        u16::try_from(v).map_err(|_| {
+            invalid(
+                field.replace("action", "errnoRet"),
+                format!("{v} is out of range (0-65535)"),
+            )
+        })
+    };
+    let eperm = libc::EPERM as u32;
+    Ok(match action {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(i32::from(ret(eperm)?)),
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(ret(eperm)?),
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
+    })
+}
+
+/// libseccomp's architecture token for a config architecture (`None` for native, which
+/// every filter has).
+pub fn arch(a: Arch) -> Option<ScmpArch> {
+    Some(match a {
+        Arch::ScmpArchNative => return None,
+        Arch::ScmpArchX86 => ScmpArch::X86,
+        Arch::ScmpArchX86_64 => ScmpArch::X8664,
+        Arch::ScmpArchX32 => ScmpArch::X32,
+        Arch::ScmpArchArm => ScmpArch::Arm,
+        Arch::ScmpArchAarch64 => ScmpArch::Aarch64,
+        Arch::ScmpArchMips => ScmpArch::Mips,
+        Arch::ScmpArchMips64 => ScmpArch::Mips64,
+        Arch::ScmpArchMips64n32 => ScmpArch::Mips64N32,
+        Arch::ScmpArchMipsel => ScmpArch::Mipsel,
+        Arch::ScmpArchMipsel64 => ScmpArch::Mipsel64,
+        Arch::ScmpArchMipsel64n32 => ScmpArch::Mipsel64N32,
+        Arch::ScmpArchPpc => ScmpArch::Ppc,
+        Arch::ScmpArchPpc64 => ScmpArch::Ppc64,
+        Arch::ScmpArchPpc64le => ScmpArch::Ppc64Le,
+        Arch::ScmpArchS390 => ScmpArch::S390,
+        Arch::ScmpArchS390x => ScmpArch::S390X,
+        Arch::ScmpArchParisc => ScmpArch::Parisc,
+        Arch::ScmpArchParisc64 => ScmpArch::Parisc64,
+        Arch::ScmpArchRiscv64 => ScmpArch::Riscv64,
+        Arch::ScmpArchLoongarch64 => ScmpArch::Loongarch64,
+        Arch::ScmpArchM68k => ScmpArch::M68k,
+        Arch::ScmpArchSh => ScmpArch::Sh,
+        Arch::ScmpArchSheb => ScmpArch::Sheb,
+    })
+}
+
+/// One argument condition (`MASKED_EQ`: `(arg & value) == valueTwo`, as runc).
+pub fn condition(arg: &LinuxSeccompArg, field: &str) -> Result<ScmpArgCompare> {
+    let index = arg.index();
+    if index >= MAX_ARGS {
+        return Err(invalid(
+            format!("{field}.index"),
+            format!("{index} is out of range (a syscall has 6 arguments, 0-5)"),
+        ));
+    }
+    let op = match arg.op() {
+        LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
+        LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
+        LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+        LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
+        LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+        LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            return Ok(ScmpArgCompare::new(
+                index as u32,
+                ScmpCompareOp::MaskedEqual(arg.value()),
+                arg.value_two().unwrap_or(0),
+            ))
+        }
+    };
+    Ok(ScmpArgCompare::new(index as u32, op, arg.value()))
+}
+
+/// The condition sets of one syscall entry: one set when every argument index appears at
+/// most once, else one single-condition set per condition (runc's compatibility rule).
+fn condition_sets(call: &LinuxSyscall, field: &str) -> Result<Vec<Vec<ScmpArgCompare>>> {
+    let args = call.args().as_deref().unwrap_or_default();
+    let mut conds = Vec::with_capacity(args.len());
+    let mut counts = [0usize; MAX_ARGS];
+    for (k, a) in args.iter().enumerate() {
+        let c = condition(a, &format!("{field}.args[{k}]"))?;
+        counts[a.index()] += 1;
+        conds.push(c);
+    }
+    if counts.iter().any(|&n| n > 1) {
+        Ok(conds.into_iter().map(|c| vec![c]).collect())
+    } else {
+        Ok(vec![conds])
+    }
+}
+
+/// The `seccomp(2)` flag of a config flag (`None`: accepted and ignored).
+pub fn filter_flag(f: LinuxSeccompFilterFlag) -> Option<libc::c_ulong> {
+    match f {
+        LinuxSeccompFilterFlag::SeccompFilterFlagLog => Some(libc::SECCOMP_FILTER_FLAG_LOG),
+        LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+            Some(libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW)
+        }
+        LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+            Some(libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+        }
+        // Synchronising threads means nothing for the single-threaded init (runc ignores it).
+        LinuxSeccompFilterFlag::SeccompFilterFlagTsync => None,
+    }
+}
+
+/// The spelling of a config flag (`SECCOMP_FILTER_FLAG_LOG`).
+pub fn flag_name(f: LinuxSeccompFilterFlag) -> String {
+    match serde_json::to_value(f) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{f:?}"),
+    }
+}
+
+/// Whether the running kernel accepts a `seccomp(SECCOMP_SET_MODE_FILTER)` flag: with a
+/// NULL program a known flag fails with EFAULT, an unknown one with EINVAL (libseccomp's
+/// probe).
+pub fn kernel_supports_flag(flag: libc::c_ulong) -> bool {
+    // The kernel takes WAIT_KILLABLE_RECV only together with NEW_LISTENER.
+    let flag = if flag & libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV != 0 {
+        flag | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        flag
+    };
+    // SAFETY: a NULL program is never read: the kernel checks the flags first and fails.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flag,
+            std::ptr::null::<libc::sock_fprog>(),
+        )
+    };
+    rc < 0 && nix::Error::last() == nix::Error::EFAULT
+}
+
+/// The config flags this hull and this kernel support (`supportedFlags` of `features`).
+pub fn supported_flags() -> Vec<String> {
+    [
+        LinuxSeccompFilterFlag::SeccompFilterFlagTsync,
+        LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+        LinuxSeccompFilterFlag::SeccompFilterFlagLog,
+        LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
+    ]
+    .into_iter()
+    .filter(|f| match filter_flag(*f) {
+        Some(bit) => kernel_supports_flag(bit),
+        None => true,
+    })
+    .map(flag_name)
+    .collect()
+}
+
+/// The installed libseccomp's version (`2.5.4`).
+pub fn libseccomp_version() -> String {
+    match libseccomp::ScmpVersion::current() {
+        Ok(v) => format!("{}.{}.{}", v.major, v.minor, v.micro),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Build the filter for `profile`. Makes no change to the calling process.
+pub fn compile(profile: &LinuxSeccomp) -> Result<Filter> {
+    let default = action(
+        profile.default_action(),
+        profile.default_errno_ret(),
+        "linux.seccomp.defaultAction",
+    )
+    .map_err(|e| match e {
+        SeccompError::Invalid { reason, .. } => invalid("linux.seccomp.defaultErrnoRet", reason),
+        e => e,
+    })?;
+    if default == ScmpAction::Notify {
+        return Err(invalid(
+            "linux.seccomp.defaultAction",
+            "SCMP_ACT_NOTIFY cannot be the default action (hull's own system calls after \
+             loading the filter would wait for the agent)",
+        ));
+    }
+    let mut ctx = ScmpFilterContext::new(default)
+        .map_err(lib("linux.seccomp.defaultAction", "creating the filter"))?;
+
+    for (i, a) in profile.architectures().iter().flatten().enumerate() {
+        let Some(token) = arch(*a) else { continue };
+        let field = format!("linux.seccomp.architectures[{i}]");
+        ctx.add_arch(token).map_err(|e| {
+            invalid(
+                &field,
+                format!(
+                    "{} cannot be filtered by libseccomp {} here ({e}; one filter holds only \
+                     architectures of the native byte order, and LOONGARCH64, M68K, SH need \
+                     libseccomp 2.6)",
+                    arch_name(*a),
+                    libseccomp_version()
+                ),
+            )
+        })?;
+    }
+
+    let mut flags: libc::c_ulong = 0;
+    for (i, f) in profile.flags().iter().flatten().enumerate() {
+        let Some(bit) = filter_flag(*f) else {
+            tracing::debug!(
+                "seccomp: {} ignored (init is single-threaded)",
+                flag_name(*f)
+            );
+            continue;
+        };
+        if !kernel_supports_flag(bit) {
+            return Err(invalid(
+                format!("linux.seccomp.flags[{i}]"),
+                format!("{} is not supported by this kernel", flag_name(*f)),
+            ));
+        }
+        flags |= bit;
+    }
+
+    let syscalls = profile.syscalls().as_deref().unwrap_or_default();
+    if syscalls.len() > 32 {
+        // libseccomp's binary-tree layout for long rule lists (runc does the same).
+        if let Err(e) = ctx.set_ctl_optimize(2) {
+            tracing::debug!("seccomp: binary tree optimization not available: {e}");
+        }
+    }
+
+    let mut rules = Vec::new();
+    let mut skipped = Vec::new();
+    let mut uses_notify = false;
+    for (i, call) in syscalls.iter().enumerate() {
+        let field = format!("linux.seccomp.syscalls[{i}]");
+        let act = action(call.action(), call.errno_ret(), &format!("{field}.action"))?;
+        let sets = condition_sets(call, &field)?;
+        if call.names().is_empty() {
+            return Err(invalid(format!("{field}.names"), "is empty"));
+        }
+        for (j, name) in call.names().iter().enumerate() {
+            if name.is_empty() {
+                return Err(invalid(
+                    format!("{field}.names[{j}]"),
+                    "empty string is not a syscall name",
+                ));
+            }
+            if act == ScmpAction::Notify && name == SEND_SYSCALL {
+                return Err(invalid(
+                    format!("{field}.action"),
+                    format!(
+                        "SCMP_ACT_NOTIFY cannot be used for {SEND_SYSCALL:?}: hull sends the \
+                         notify descriptor to the agent with it"
+                    ),
+                ));
+            }
+        }
+        if act == default {
+            // Redundant; libseccomp would refuse it (runc skips it too).
+            continue;
+        }
+        for name in call.names() {
+            let Ok(nr) = ScmpSyscall::from_name(name) else {
+                tracing::debug!("seccomp: unknown syscall {name:?} ignored");
+                skipped.push(name.clone());
+                continue;
+            };
+            uses_notify |= act == ScmpAction::Notify;
+            for conds in &sets {
+                ctx.add_rule_conditional(act, nr, conds)
+                    .map_err(lib(&field, format!("adding the rule for {name:?}")))?;
+                rules.push(Rule {
+                    name: name.clone(),
+                    index: i,
+                    action: act,
+                    conditions: conds.clone(),
+                });
+            }
+        }
+    }
+
+    let listener = if uses_notify {
+        let path = profile
+            .listener_path()
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "linux.seccomp.listenerPath",
+                    "is required when a rule uses SCMP_ACT_NOTIFY",
+                )
+            })?;
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        Some(Listener {
+            path,
+            metadata: profile.listener_metadata().clone(),
+        })
+    } else {
+        // The kernel accepts WAIT_KILLABLE_RECV only with a listener.
+        flags &= !libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        None
+    };
+
+    Ok(Filter {
+        program: export_bpf(&ctx)?,
+        flags,
+        rules,
+        skipped,
+        listener,
+    })
+}
+
+fn arch_name(a: Arch) -> String {
+    match serde_json::to_value(a) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{a:?}"),
+    }
+}
+
+/// libseccomp writes the program to a descriptor: a memfd, read back into instructions.
+fn export_bpf(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
+    let sys = |what: &str| {
+        let what = what.to_string();
+        move |errno| SeccompError::Sys { what, errno }
+    };
+    // SAFETY: the name is a NUL-terminated literal; the result is checked below.
+    let fd = unsafe { libc::memfd_create(c"hull-seccomp-bpf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(sys("memfd_create for the seccomp program")(
+            nix::Error::last(),
+        ));
+    }
+    // SAFETY: memfd_create just returned this descriptor to us alone.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    ctx.export_bpf(file.as_fd())
+        .map_err(lib("linux.seccomp", "generating the BPF program"))?;
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut bytes))
+        .map_err(|e| SeccompError::Sys {
+            what: "reading the seccomp program back".into(),
+            errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+    const INSN: usize = std::mem::size_of::<libc::sock_filter>();
+    if bytes.is_empty() || bytes.len() % INSN != 0 {
+        return Err(invalid(
+            "linux.seccomp",
+            format!("libseccomp produced a program of {} bytes", bytes.len()),
+        ));
+    }
+    let program: Vec<libc::sock_filter> = bytes
+        .chunks_exact(INSN)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    if program.len() > usize::from(u16::MAX) {
+        return Err(invalid(
+            "linux.seccomp",
+            format!(
+                "the program has {} instructions (at most 65535)",
+                program.len()
+            ),
+        ));
+    }
+    Ok(program)
+}
+
+/// Install `filter` on the calling thread. Returns the notify descriptor when the filter has
+/// an `SCMP_ACT_NOTIFY` rule. Without no_new_privs this needs `CAP_SYS_ADMIN`.
+/// Makes exactly one system call on success (async-signal-safe: usable after `fork`).
+pub fn load(filter: &Filter) -> Result<Option<OwnedFd>> {
+    let prog = libc::sock_fprog {
+        len: filter.program.len() as libc::c_ushort,
+        filter: filter.program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points to `len` instructions that outlive the call; the kernel copies them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            filter.flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        let errno = nix::Error::last();
+        let hint = match errno {
+            nix::Error::EACCES => " (loading a filter without noNewPrivileges needs CAP_SYS_ADMIN)",
+            _ => "",
+        };
+        return Err(SeccompError::Sys {
+            what: format!("loading the seccomp filter{hint}"),
+            errno,
+        });
+    }
+    if filter.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
+        // SAFETY: with NEW_LISTENER the kernel returns a new descriptor (close-on-exec).
+        return Ok(Some(unsafe { OwnedFd::from_raw_fd(rc as i32) }));
+    }
+    Ok(None)
+}
+
+/// Connect to a listener: a path, or `@name` for an abstract socket (of init's network
+/// namespace).
+pub fn connect_listener(path: &Path) -> Result<UnixStream> {
+    let err = |what| {
+        let path = path.to_path_buf();
+        move |source| SeccompError::Listener { path, what, source }
+    };
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .map_err(err("abstract socket name"))?;
+        return UnixStream::connect_addr(&addr).map_err(err("connecting to the seccomp agent"));
+    }
+    UnixStream::connect(path).map_err(err("connecting to the seccomp agent"))
+}
+
+/// runc's `ContainerProcessState` for the agent, from the runtime state JSON the parent sent
+/// for the hooks (`id`, host `pid`, `bundle`, `annotations`); the status is `running`.
+pub fn process_state_json(state_json: &str, oci_version: &str, metadata: Option<&str>) -> String {
+    let mut state: serde_json::Value =
+        serde_json::from_str(state_json).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(o) = state.as_object_mut() {
+        o.insert("status".into(), "running".into());
+        o.entry("ociVersion").or_insert_with(|| oci_version.into());
+        if o.get("annotations")
+            .is_some_and(|a| a.as_object().is_some_and(|m| m.is_empty()))
+        {
+            o.remove("annotations");
+        }
+    }
+    let pid = state.get("pid").cloned().unwrap_or(0.into());
+    let mut doc = serde_json::json!({
+        "ociVersion": oci_version,
+        "fds": [SECCOMP_FD_NAME],
+        "pid": pid,
+        "state": state,
+    });
+    if let Some(m) = metadata.filter(|m| !m.is_empty()) {
+        doc["metadata"] = m.into();
+    }
+    doc.to_string()
+}
+
+/// Send the notify descriptor and the process state to the agent, in one message.
+pub fn send_to_listener(sock: &UnixStream, path: &Path, state: &str, fd: &OwnedFd) -> Result<()> {
+    crate::terminal::send_fd(sock.as_fd(), state, fd.as_fd()).map_err(|e| SeccompError::Listener {
+        path: path.to_path_buf(),
+        what: "sending the notify descriptor",
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// A filter compiled for init, with its agent connection when it notifies.
+#[derive(Debug)]
+pub struct Prepared {
+    filter: Filter,
+    agent: Option<UnixStream>,
+    oci_version: String,
+}
+
+/// Compile `linux.seccomp` of `spec` and connect to its agent (a profile that uses
+/// `SCMP_ACT_NOTIFY`). `None` when the spec has no seccomp profile. Call it before the pivot
+/// (the listener's path is a host path) and before reporting Ready.
+pub fn prepare(spec: &Spec) -> Result<Option<Prepared>> {
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(None);
+    };
+    prepare_profile(profile, spec.version()).map(Some)
+}
+
+/// [`prepare`] for a profile on its own (e.g. for a process `hull exec` starts in a running
+/// container, which runc puts under the container's filter too).
+pub fn prepare_profile(profile: &LinuxSeccomp, oci_version: &str) -> Result<Prepared> {
+    let filter = compile(profile)?;
+    tracing::debug!("seccomp: {filter:?}");
+    let agent = match filter.listener() {
+        Some(l) => Some(connect_listener(&l.path)?),
+        None => None,
+    };
+    Ok(Prepared {
+        filter,
+        agent,
+        oci_version: oci_version.to_string(),
+    })
+}
+
+impl Prepared {
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Load the filter and, when it notifies, hand its descriptor and the process state
+    /// (built from `state_json`, the runtime state of the container) to the agent.
+    pub fn activate(self, state_json: &str) -> Result<()> {
+        let notify = load(&self.filter)?;
+        if let (Some(fd), Some(sock), Some(l)) = (notify, &self.agent, self.filter.listener()) {
+            let state = process_state_json(state_json, &self.oci_version, l.metadata.as_deref());
+            send_to_listener(sock, &l.path, &state, &fd)?;
+        }
+        Ok(())
+    }
+}
+
+/// `process_setup::apply_with_personality`, with the filter loaded at runc's point when
+/// `noNewPrivileges` is false: after the bounding set is dropped and before the user switch
+/// (which drops the CAP_SYS_ADMIN loading needs without no_new_privs). Returns the filter
+/// when it is still to be loaded (no_new_privs set: load it as late as possible with
+/// [`Prepared::activate`]).
+pub fn apply_process(
+    process: &Process,
+    personality: Option<&oci_spec::runtime::LinuxPersonality>,
+    seccomp: Option<Prepared>,
+    state_json: &str,
+) -> std::result::Result<Option<Prepared>, crate::init::InitError> {
+    use crate::process_setup as ps;
+    let nnp = process.no_new_privileges() == Some(true);
+    let sc = match seccomp {
+        Some(sc) if !nnp => sc,
+        later => {
+            ps::apply_with_personality(process, personality)?;
+            return Ok(later);
+        }
+    };
+    // The first half of apply_with_personality (same order), then the filter, then the rest.
+    if let Some(rlimits) = process.rlimits() {
+        ps::set_rlimits(rlimits)?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        ps::set_oom_score_adj(adj)?;
+    }
+    if let Some(prio) = process.io_priority() {
+        ps::set_io_priority(prio)?;
+    }
+    if let Some(sched) = process.scheduler() {
+        ps::set_scheduler(sched)?;
+    }
+    if let Some(pers) = personality {
+        ps::set_personality(pers)?;
+    }
+    if let Some(mask) = process.user().umask() {
+        ps::set_umask(mask)?;
+    }
+    let caps = process.capabilities().as_ref();
+    ps::drop_bounding_set(caps)?;
+    sc.activate(state_json)?;
+    ps::switch_user(process.user())?;
+    ps::set_capabilities(caps)?;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;
