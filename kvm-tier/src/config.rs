@@ -59,6 +59,18 @@ pub enum SerialOutput {
     File(PathBuf),
 }
 
+/// Where the guest's serial console input comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SerialInput {
+    /// No input.
+    #[default]
+    None,
+    /// The VMM's standard input.
+    Stdin,
+    /// A file, FIFO or terminal, opened non-blocking at start.
+    File(PathBuf),
+}
+
 /// The hybrid vsock device: a guest context id and the host unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VsockConfig {
@@ -68,6 +80,89 @@ pub struct VsockConfig {
     /// connections (`CONNECT <port>\n`); guest-initiated connections to host
     /// port `P` reach `<uds_path>_<P>`.
     pub uds_path: PathBuf,
+}
+
+/// How virtiofsd confines itself (its `--sandbox` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsSandbox {
+    /// New mount, PID and network namespaces with the shared directory as
+    /// its root (needs root or user namespaces).
+    #[default]
+    Namespace,
+    /// `chroot` into the shared directory (needs root).
+    Chroot,
+    /// No sandbox (tests, unprivileged hosts without user namespaces).
+    None,
+}
+
+impl FsSandbox {
+    /// The value of virtiofsd's `--sandbox` option.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            FsSandbox::Namespace => "namespace",
+            FsSandbox::Chroot => "chroot",
+            FsSandbox::None => "none",
+        }
+    }
+}
+
+/// The longest virtio-fs tag (the `tag` field of the device's config space).
+pub const MAX_FS_TAG_LEN: usize = 36;
+
+/// Where virtiofsd is looked for when [`VirtiofsOptions::binary`] is unset,
+/// after `$HULL_VIRTIOFSD`: the cache `kvm-tier/tools/install-virtiofsd`
+/// fills, then the paths distributions use.
+pub const VIRTIOFSD_PATHS: &[&str] = &[
+    "/var/cache/hull/virtiofsd/bin/virtiofsd",
+    "/usr/libexec/virtiofsd",
+    "/usr/lib/qemu/virtiofsd",
+    "/usr/bin/virtiofsd",
+];
+
+/// How the shared directory is served (only used with `shared_dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtiofsOptions {
+    /// The virtiofsd binary; `None` searches `$HULL_VIRTIOFSD`, then
+    /// [`VIRTIOFSD_PATHS`].
+    pub binary: Option<PathBuf>,
+    /// The tag the guest mounts (`mount -t virtiofs <tag> /mnt`).
+    pub tag: String,
+    /// virtiofsd's own sandbox.
+    pub sandbox: FsSandbox,
+    /// virtiofsd's `--log-level` (its lines go to the VMM's log).
+    pub log_level: String,
+}
+
+impl Default for VirtiofsOptions {
+    fn default() -> Self {
+        Self {
+            binary: None,
+            tag: String::from("hullfs"),
+            sandbox: FsSandbox::Namespace,
+            log_level: String::from("error"),
+        }
+    }
+}
+
+impl VirtiofsOptions {
+    /// The virtiofsd binary to run, if one can be found.
+    pub fn find_binary(&self) -> Option<PathBuf> {
+        if let Some(b) = &self.binary {
+            return Some(b.clone());
+        }
+        if let Some(p) = std::env::var_os("HULL_VIRTIOFSD").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        VIRTIOFSD_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| is_executable(p))
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A micro-VM to run.
@@ -85,12 +180,24 @@ pub struct VmConfig {
     pub initramfs: Option<PathBuf>,
     /// The kernel command line.
     pub cmdline: String,
-    /// A host directory shared with the guest over virtio-fs.
+    /// A host directory shared with the guest over virtio-fs, served by a
+    /// virtiofsd the VMM starts and stops.
     pub shared_dir: Option<PathBuf>,
+    /// How `shared_dir` is served.
+    pub virtiofs: VirtiofsOptions,
     /// The userspace vsock device.
     pub vsock: Option<VsockConfig>,
     /// The serial console.
     pub serial: SerialOutput,
+    /// The serial console's input.
+    pub serial_input: SerialInput,
+    /// seccomp filters for the VMM's vCPU and device threads.
+    pub seccomp: crate::seccomp::SeccompLevel,
+    /// Also announce the virtio-mmio devices on the kernel command line
+    /// (`virtio_mmio.device=<size>@<base>:<irq>`), for kernels built with
+    /// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`; ACPI describes them anyway.
+    /// Off by default: a kernel that also reads ACPI would probe each twice.
+    pub mmio_cmdline_devices: bool,
 }
 
 impl VmConfig {
@@ -104,8 +211,12 @@ impl VmConfig {
             initramfs: None,
             cmdline: String::from("console=ttyS0 reboot=k panic=-1"),
             shared_dir: None,
+            virtiofs: VirtiofsOptions::default(),
             vsock: None,
             serial: SerialOutput::Stdout,
+            serial_input: SerialInput::None,
+            seccomp: crate::seccomp::SeccompLevel::Enforce,
+            mmio_cmdline_devices: false,
         }
     }
 
@@ -153,6 +264,18 @@ impl VmConfig {
             if !dir.is_dir() {
                 return Err(ConfigError::SharedDirNotADirectory(dir.clone()));
             }
+            let tag = &self.virtiofs.tag;
+            if tag.is_empty() || tag.len() > MAX_FS_TAG_LEN || tag.bytes().any(|b| b == 0) {
+                return Err(ConfigError::FsTag {
+                    tag: tag.clone(),
+                    max: MAX_FS_TAG_LEN,
+                });
+            }
+            match self.virtiofs.find_binary() {
+                Some(b) if is_executable(&b) => {}
+                Some(b) => return Err(ConfigError::VirtiofsdNotExecutable(b)),
+                None => return Err(ConfigError::VirtiofsdMissing),
+            }
         }
         if let Some(vsock) = &self.vsock {
             if vsock.guest_cid < MIN_GUEST_CID || vsock.guest_cid > u64::from(u32::MAX) {
@@ -175,6 +298,11 @@ impl VmConfig {
                 .unwrap_or(Path::new("."));
             if !parent.is_dir() {
                 return Err(ConfigError::SocketDirMissing(parent.to_path_buf()));
+            }
+        }
+        if let SerialInput::File(path) = &self.serial_input {
+            if !path.exists() {
+                return Err(ConfigError::SerialInputMissing(path.clone()));
             }
         }
         if let SerialOutput::File(path) = &self.serial {
@@ -334,6 +462,23 @@ pub enum ConfigError {
     /// The serial output file's directory is missing.
     #[error("directory {0} of the serial output file does not exist")]
     SerialDirMissing(PathBuf),
+    /// The serial input file does not exist.
+    #[error("serial input {0} does not exist")]
+    SerialInputMissing(PathBuf),
+    /// The virtio-fs tag is empty, too long or holds a NUL.
+    #[error("virtio-fs tag {tag:?} is invalid: it needs 1 to {max} bytes and no NUL")]
+    FsTag {
+        /// The tag.
+        tag: String,
+        /// The longest tag.
+        max: usize,
+    },
+    /// No virtiofsd was found for the shared directory.
+    #[error("a shared directory needs virtiofsd: set $HULL_VIRTIOFSD or run kvm-tier/tools/install-virtiofsd")]
+    VirtiofsdMissing,
+    /// The virtiofsd given is not an executable file.
+    #[error("virtiofsd {0} is not an executable file")]
+    VirtiofsdNotExecutable(PathBuf),
 }
 
 #[cfg(test)]
@@ -452,7 +597,17 @@ mod tests {
             Err(ConfigError::SharedDirNotADirectory(_))
         ));
         c.shared_dir = Some(d.path().to_path_buf());
+        c.virtiofs.binary = Some(d.path().join("no-virtiofsd"));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::VirtiofsdNotExecutable(_))
+        ));
+        c.virtiofs.binary = Some("/bin/sh".into());
         assert!(c.validate().is_ok());
+        c.virtiofs.tag = "x".repeat(MAX_FS_TAG_LEN + 1);
+        assert!(matches!(c.validate(), Err(ConfigError::FsTag { .. })));
+        c.virtiofs.tag = String::new();
+        assert!(matches!(c.validate(), Err(ConfigError::FsTag { .. })));
 
         let mut c = base.clone();
         c.serial = SerialOutput::File(d.path().join("no/such/dir/serial.log"));

@@ -18,9 +18,14 @@ pub mod devices;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;
 
-pub use config::{ConfigError, KernelFormat, KernelKind, SerialOutput, VmConfig, VsockConfig};
+pub use config::{
+    ConfigError, FsSandbox, KernelFormat, KernelKind, SerialInput, SerialOutput, VirtiofsOptions,
+    VmConfig, VsockConfig,
+};
 pub use exit::ExitReason;
+pub use seccomp::{SeccompLevel, ThreadKind};
 pub use vm::{kvm_available, Vm, VmError};

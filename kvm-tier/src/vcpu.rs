@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kvm_bindings::{kvm_lapic_state, kvm_msr_entry, CpuId, Msrs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use seccompiler::BpfProgram;
 use thiserror::Error;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -15,6 +16,7 @@ use crate::cpuid;
 use crate::devices::Bus;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::memory::GuestMemoryMmap;
+use crate::seccomp::{self, ThreadKind};
 
 /// vCPU set-up failures.
 #[derive(Debug, Error)]
@@ -197,12 +199,22 @@ impl Vcpu {
         pio: Arc<Bus>,
         mmio: Arc<Bus>,
         exit: Arc<ExitSignal>,
+        filter: Option<BpfProgram>,
     ) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
         let index = self.index;
         let thread = std::thread::Builder::new()
             .name(format!("hull-vcpu{index}"))
-            .spawn(move || self.run(&pio, &mmio, &exit))
+            .spawn(move || {
+                if let Some(f) = &filter {
+                    // Fail closed: no guest code runs on an unconfined vCPU.
+                    if let Err(e) = seccomp::install(ThreadKind::Vcpu, f) {
+                        exit.request(ExitReason::VcpuError(format!("vCPU {index}: {e}")));
+                        return;
+                    }
+                }
+                self.run(&pio, &mmio, &exit)
+            })
             .map_err(|source| VcpuError::Spawn { index, source })?;
         Ok(VcpuHandle {
             thread: Some(thread),

@@ -5,23 +5,26 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use thiserror::Error;
 use vm_memory::GuestAddress;
 
 use crate::acpi::{self, AcpiError};
 use crate::boot::{self, BootError};
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{ConfigError, SerialInput, VmConfig};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{open_output, SerialDevice};
+use crate::devices::serial_input::SerialInputPump;
+use crate::devices::virtio::fs::{FsDevice, FsError, FsFrontend, Virtiofsd};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::vsock::VsockDevice;
 use crate::devices::{Bus, BusError, IrqLine, SharedDevice};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::layout::{self, ports};
 use crate::memory::{self, GuestMemoryMmap, MemoryError};
+use crate::seccomp::{SeccompError, ThreadFilters};
 use crate::vcpu::{Vcpu, VcpuError, VcpuHandle};
 
 /// Why a VM could not start.
@@ -69,6 +72,17 @@ pub enum VmError {
         /// The cause.
         source: BusError,
     },
+    /// The virtio-fs device or its virtiofsd could not be set up.
+    #[error("setting up virtio-fs for {dir}: {source}")]
+    Fs {
+        /// The shared directory.
+        dir: std::path::PathBuf,
+        /// The cause.
+        source: FsError,
+    },
+    /// The seccomp filters could not be built.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// No IRQ left for a device.
     #[error("no interrupt line left for the {0} device")]
     OutOfIrqs(&'static str),
@@ -104,6 +118,14 @@ pub struct Vm {
     // Field order matters for drop: threads are stopped in Drop::drop, then
     // the VM fd closes before the memory mapping goes away.
     vcpus: Vec<VcpuHandle>,
+    // Stopped after the vCPUs (and with them the device and its vhost-user
+    // connection) are gone.
+    // The buses own the devices: dropped here, on the API thread, after
+    // the vCPUs, not on whichever vCPU thread ends last.
+    _buses: (Arc<Bus>, Arc<Bus>),
+    _serial_input: Option<SerialInputPump>,
+    virtiofsd: Option<Virtiofsd>,
+    vsock_reset: Option<vmm_sys_util::eventfd::EventFd>,
     exit: Arc<ExitSignal>,
     boot_time: Arc<OnceLock<Duration>>,
     timings: StartTimings,
@@ -160,6 +182,7 @@ impl Vm {
             "guest memory registered"
         );
 
+        let filters = ThreadFilters::new(cfg.seccomp)?;
         let exit = Arc::new(ExitSignal::new());
         let boot_time = Arc::new(OnceLock::new());
         let mut pio = Bus::new();
@@ -177,13 +200,10 @@ impl Vm {
             what: "serial",
             source,
         })?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
+        let serial_input = start_serial_input(cfg, &serial, filters.device.clone())?;
         let legacy: [(&'static str, SharedDevice, u16, u64); 4] = [
-            (
-                "serial",
-                Arc::new(Mutex::new(SerialDevice::new(serial_irq, out))),
-                ports::SERIAL_COM1,
-                8,
-            ),
+            ("serial", serial, ports::SERIAL_COM1, 8),
             (
                 "i8042",
                 Arc::new(Mutex::new(I8042::new(exit.clone()))),
@@ -210,14 +230,39 @@ impl Vm {
 
         // virtio-mmio devices.
         let mut mmio_devices = Vec::new();
+        let mut virtiofsd = None;
+        let mut vsock_reset = None;
+        if let Some(dir) = &cfg.shared_dir {
+            let (daemon, dev) = start_virtio_fs(cfg, dir, filters.device.clone())?;
+            virtiofsd = Some(daemon);
+            let info = add_mmio_device(
+                &vm,
+                &mem,
+                &mut mmio,
+                &mut mmio_devices,
+                Box::new(dev),
+                "virtio-fs",
+            )?;
+            tracing::debug!(
+                ?info,
+                us = t0.elapsed().as_micros() as u64,
+                "virtio-fs device placed"
+            );
+        }
         if let Some(vsock) = &cfg.vsock {
-            let dev =
-                VsockDevice::new(vsock.guest_cid, vsock.uds_path.clone()).map_err(|source| {
-                    VmError::Device {
-                        what: "vsock",
-                        source,
-                    }
-                })?;
+            let dev = VsockDevice::new(
+                vsock.guest_cid,
+                vsock.uds_path.clone(),
+                filters.device.clone(),
+            )
+            .map_err(|source| VmError::Device {
+                what: "vsock",
+                source,
+            })?;
+            vsock_reset = Some(dev.reset_handle().map_err(|source| VmError::Device {
+                what: "vsock",
+                source,
+            })?);
             let info = add_mmio_device(
                 &vm,
                 &mem,
@@ -234,7 +279,13 @@ impl Vm {
             us = t0.elapsed().as_micros() as u64,
             "devices placed, ACPI written"
         );
-        let entry = boot::load(&mem, cfg, kind, Some(rsdp))?;
+        let entry = if cfg.mmio_cmdline_devices && !mmio_devices.is_empty() {
+            let mut with_devices = cfg.clone();
+            with_devices.cmdline = cmdline_with_devices(&cfg.cmdline, &mmio_devices);
+            boot::load(&mem, &with_devices, kind, Some(rsdp))?
+        } else {
+            boot::load(&mem, cfg, kind, Some(rsdp))?
+        };
         tracing::debug!(us = t0.elapsed().as_micros() as u64, "kernel loaded");
         // vCPUs.
         let supported = kvm
@@ -257,7 +308,12 @@ impl Vm {
             if vcpus.is_empty() {
                 timings.setup = t0.elapsed();
             }
-            match vcpu.spawn(pio.clone(), mmio.clone(), exit.clone()) {
+            match vcpu.spawn(
+                pio.clone(),
+                mmio.clone(),
+                exit.clone(),
+                filters.vcpu.clone(),
+            ) {
                 Ok(h) => vcpus.push(h),
                 Err(e) => {
                     exit.request(ExitReason::Stopped);
@@ -276,6 +332,10 @@ impl Vm {
         );
         Ok(Vm {
             vcpus,
+            _buses: (pio, mmio),
+            _serial_input: serial_input,
+            virtiofsd,
+            vsock_reset,
             exit,
             boot_time,
             timings,
@@ -320,6 +380,21 @@ impl Vm {
         &self.mmio_devices
     }
 
+    /// Resets the vsock transport: every vsock connection is dropped and
+    /// the guest gets a TRANSPORT_RESET event (it then drops its sockets
+    /// too). Returns false without a vsock device.
+    pub fn vsock_transport_reset(&self) -> bool {
+        match &self.vsock_reset {
+            Some(evt) => evt.write(1).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The pid of the virtiofsd serving the shared directory, if any.
+    pub fn virtiofsd_pid(&self) -> Option<u32> {
+        self.virtiofsd.as_ref().map(Virtiofsd::pid)
+    }
+
     /// The guest memory (for tests and debugging).
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
@@ -337,6 +412,74 @@ impl Drop for Vm {
         self.exit.request(ExitReason::Stopped);
         self.join_vcpus();
     }
+}
+
+/// `cmdline` followed by one `virtio_mmio.device=<size>@<base>:<irq>` per
+/// device (the syntax of `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`).
+pub fn cmdline_with_devices(cmdline: &str, devices: &[MmioDeviceInfo]) -> String {
+    let mut out = cmdline.trim_end().to_string();
+    for d in devices {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!(
+            "virtio_mmio.device={:#x}@{:#x}:{}",
+            d.size, d.base.0, d.irq
+        ));
+    }
+    out
+}
+
+/// Opens the console input and starts copying it into the UART.
+fn start_serial_input(
+    cfg: &VmConfig,
+    serial: &Arc<Mutex<SerialDevice>>,
+    filter: Option<seccompiler::BpfProgram>,
+) -> Result<Option<SerialInputPump>, VmError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| VmError::Device {
+        what: "serial input",
+        source,
+    };
+    let input: std::fs::File = match &cfg.serial_input {
+        SerialInput::None => return Ok(None),
+        SerialInput::Stdin => std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(err)?
+            .into(),
+        SerialInput::File(p) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(p)
+            .map_err(err)?,
+    };
+    SerialInputPump::spawn(input, serial.clone(), filter)
+        .map(Some)
+        .map_err(err)
+}
+
+/// Starts virtiofsd for `dir` and negotiates with it.
+fn start_virtio_fs(
+    cfg: &VmConfig,
+    dir: &std::path::Path,
+    filter: Option<seccompiler::BpfProgram>,
+) -> Result<(Virtiofsd, FsDevice), VmError> {
+    let fs_err = |source| VmError::Fs {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let binary = cfg
+        .virtiofs
+        .find_binary()
+        .ok_or(VmError::Config(ConfigError::VirtiofsdMissing))?;
+    let (daemon, stream) =
+        Virtiofsd::spawn(&binary, dir, &cfg.virtiofs, &std::env::temp_dir(), filter)
+            .map_err(fs_err)?;
+    let frontend = FsFrontend::connect(stream, 2).map_err(fs_err)?;
+    let dev = FsDevice::new(frontend, &cfg.virtiofs.tag).map_err(fs_err)?;
+    Ok((daemon, dev))
 }
 
 fn add_mmio_device(
@@ -362,6 +505,13 @@ fn add_mmio_device(
         size: layout::VIRTIO_MMIO_SIZE,
         irq,
     };
+    let notify = base + crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
+    for (queue, evt) in device.queue_eventfds() {
+        if let Err(e) = vm.register_ioevent(evt, &IoEventAddress::Mmio(notify), u32::from(queue)) {
+            // The transport still forwards notifications, with a VM exit.
+            tracing::warn!(what, queue, error = %e, "KVM_IOEVENTFD refused");
+        }
+    }
     let transport = MmioTransport::new(mem.clone(), device, line);
     bus.insert(
         Arc::new(Mutex::new(transport)),
@@ -371,4 +521,36 @@ fn add_mmio_device(
     .map_err(|source| VmError::Bus { what, source })?;
     placed.push(info);
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_device_strings() {
+        let devices = [
+            MmioDeviceInfo {
+                device_id: 19,
+                base: GuestAddress(0xd000_0000),
+                size: 0x1000,
+                irq: 5,
+            },
+            MmioDeviceInfo {
+                device_id: 26,
+                base: GuestAddress(0xd000_1000),
+                size: 0x1000,
+                irq: 6,
+            },
+        ];
+        assert_eq!(
+            cmdline_with_devices("console=ttyS0 ", &devices),
+            "console=ttyS0 virtio_mmio.device=0x1000@0xd0000000:5 \
+             virtio_mmio.device=0x1000@0xd0001000:6"
+        );
+        assert_eq!(
+            cmdline_with_devices("", &devices[..1]),
+            "virtio_mmio.device=0x1000@0xd0000000:5"
+        );
+    }
 }

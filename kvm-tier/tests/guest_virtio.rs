@@ -231,3 +231,38 @@ fn guest_drives_virtio_mmio_vsock_round_trip() {
     drop(vm);
     assert!(!uds.exists(), "the vsock socket is removed at teardown");
 }
+
+#[test]
+fn mmio_devices_can_be_listed_on_the_command_line() {
+    require_guest_env!();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = common::assemble(dir.path(), "spin", "1: jmp 1b\n");
+    let mut cfg = common::flat_config(&bin, &dir.path().join("serial.log"));
+    cfg.cmdline = "console=ttyS0".into();
+    cfg.vsock = Some(VsockConfig {
+        guest_cid: 3,
+        uds_path: dir.path().join("v.sock"),
+    });
+    let read_cmdline = |vm: &Vm| {
+        let mut buf = vec![0u8; 256];
+        vm_memory::Bytes::read_slice(
+            vm.memory(),
+            &mut buf,
+            vm_memory::GuestAddress(hull_kvm::layout::CMDLINE_ADDR),
+        )
+        .unwrap();
+        let end = buf.iter().position(|&b| b == 0).unwrap();
+        String::from_utf8(buf[..end].to_vec()).unwrap()
+    };
+    let mut vm = Vm::start(&cfg).expect("VM starts");
+    assert_eq!(read_cmdline(&vm), "console=ttyS0", "off by default");
+    vm.stop();
+    drop(vm);
+    cfg.mmio_cmdline_devices = true;
+    let mut vm = Vm::start(&cfg).expect("VM starts");
+    assert_eq!(
+        read_cmdline(&vm),
+        "console=ttyS0 virtio_mmio.device=0x1000@0xd0000000:5"
+    );
+    vm.stop();
+}

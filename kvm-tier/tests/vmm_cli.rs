@@ -83,3 +83,66 @@ fn hull_vmm_reports_config_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("too small"));
 }
+
+/// Every device and thread at once under `hull-vmm`, whose main thread is
+/// confined by the API filter: the guest echoes its serial input, and the
+/// teardown (vsock socket removal, virtiofsd stop) passes the filters.
+#[test]
+fn hull_vmm_with_every_device_under_seccomp() {
+    require_guest_env!();
+    let virtiofsd = match common::find_virtiofsd() {
+        Ok(p) => p,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let body = r#"
+        outb BOOT_TIMER, 123
+    1:  mov $0x3fd, %dx
+    2:  in %dx, %al
+        test $1, %al
+        jz 2b
+        mov $0x3f8, %dx
+        in %dx, %al
+        out %al, %dx
+        cmp $0x0a, %al
+        jne 1b
+        exit_with 42
+    "#;
+    let bin = common::assemble(dir.path(), "echo", body);
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "echo me\n").unwrap();
+    let vsock = dir.path().join("v.sock");
+    let out = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+        .arg("--kernel")
+        .arg(&bin)
+        .args(["--flat", "--mem", "32", "--timeout-ms", "20000"])
+        .arg("--serial-in")
+        .arg(&input)
+        .arg("--vsock-socket")
+        .arg(&vsock)
+        .arg("--shared-dir")
+        .arg(shared.path())
+        .arg("--virtiofsd")
+        .arg(&virtiofsd)
+        .arg(format!(
+            "--fs-sandbox={}",
+            common::virtiofsd_sandbox().as_arg()
+        ))
+        .arg("--mmio-cmdline-devices")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "status {:?}: {stderr}",
+        out.status
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "echo me\n");
+    assert!(!vsock.exists(), "vsock socket removed at teardown");
+    println!("{stderr}");
+}

@@ -25,12 +25,14 @@ const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 const RXQ_ADDR: u64 = 0x10000;
 const TXQ_ADDR: u64 = 0x20000;
+const EVQ_ADDR: u64 = 0x30000;
 const QSIZE: u16 = 16;
 
 struct Harness<'a> {
     mem: &'a GuestMemoryMmap,
     rx: MockSplitQueue<'a, GuestMemoryMmap>,
     tx: MockSplitQueue<'a, GuestMemoryMmap>,
+    ev: MockSplitQueue<'a, GuestMemoryMmap>,
     worker: VsockWorker,
     irq: Arc<VirtioInterrupt>,
     /// Next free descriptor slot of each queue.
@@ -44,6 +46,7 @@ impl<'a> Harness<'a> {
     fn new(mem: &'a GuestMemoryMmap, uds: &Path) -> Self {
         let rx = MockSplitQueue::create(mem, GuestAddress(RXQ_ADDR), QSIZE);
         let tx = MockSplitQueue::create(mem, GuestAddress(TXQ_ADDR), QSIZE);
+        let ev = MockSplitQueue::create(mem, GuestAddress(EVQ_ADDR), QSIZE);
         let irq = Arc::new(VirtioInterrupt::new(IrqLine::new(5).unwrap()));
         let muxer = Muxer::new(GUEST_CID, uds.to_path_buf()).unwrap();
         let worker = VsockWorker::new(
@@ -52,11 +55,13 @@ impl<'a> Harness<'a> {
             tx.create_queue().unwrap(),
             muxer,
             irq.clone(),
-        );
+        )
+        .with_event_queue(ev.create_queue().unwrap());
         Self {
             mem,
             rx,
             tx,
+            ev,
             worker,
             irq,
             rx_next: 0,
@@ -439,4 +444,57 @@ fn request_flood_without_rx_buffers_is_bounded() {
         });
     }
     assert_eq!(m.pending_control(), MAX_PENDING_CONTROL);
+}
+
+#[test]
+fn transport_reset_drops_connections_and_tells_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let mem = create_guest_memory(MEM_SIZE).unwrap();
+    let mut h = Harness::new(&mem, &uds);
+
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.write_all(b"CONNECT 52\n").unwrap();
+    let rx0 = h.give_rx(4096);
+    h.process_until(|h| h.rx_used() == 1);
+    let host_port = h.read_packet(rx0).0.src_port;
+    h.send(guest_hdr(op::RESPONSE, 52, host_port, 0), b"");
+    h.worker.process();
+    let mut reader = BufReader::new(host.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("OK {host_port}\n"));
+    assert_eq!(h.worker.muxer().connection_count(), 1);
+
+    h.worker.request_transport_reset();
+    assert_eq!(h.worker.muxer().connection_count(), 0);
+    // The host side sees its connection closed.
+    line.clear();
+    assert_eq!(reader.read_line(&mut line).unwrap(), 0, "EOF after reset");
+
+    // No event buffer yet: the event waits.
+    h.worker.process();
+    assert!(h.worker.reset_pending());
+    // A read-only event buffer is malformed: consumed with length 0.
+    let bad = h.alloc(4);
+    h.ev.add_desc_chains(&[RawDescriptor::from(Descriptor::new(bad, 4, 0, 0))], 0)
+        .unwrap();
+    h.worker.process();
+    assert!(h.worker.reset_pending());
+    assert_eq!(h.used(&h.ev), (1, vec![(0, 0)]));
+    // A proper one receives the TRANSPORT_RESET event (id 0).
+    let good = h.alloc(4);
+    mem.write_obj(0xffff_ffffu32, GuestAddress(good)).unwrap();
+    h.ev.add_desc_chains(
+        &[RawDescriptor::from(Descriptor::new(good, 4, F_WRITE, 0))],
+        1,
+    )
+    .unwrap();
+    h.irq.ack(u32::MAX);
+    h.worker.process();
+    assert!(!h.worker.reset_pending());
+    assert_eq!(h.used(&h.ev), (2, vec![(0, 0), (1, 4)]));
+    assert_eq!(mem.read_obj::<u32>(GuestAddress(good)).unwrap(), 0);
+    assert_ne!(h.irq.status() & 1, 0, "the guest is interrupted");
 }

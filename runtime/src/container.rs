@@ -643,7 +643,7 @@ fn run_hooks_warning(kind: &str, list: &[oci_spec::runtime::Hook], state: &str) 
 }
 
 /// The state JSON hooks receive on stdin (runtime-spec "state").
-fn hook_state(saved: &SavedState, status: Status) -> String {
+pub(crate) fn hook_state(saved: &SavedState, status: Status) -> String {
     serde_json::json!({
         "ociVersion": saved.oci_version,
         "id": saved.id,

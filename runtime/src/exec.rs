@@ -15,14 +15,14 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
 use crate::container::{
-    dup_above, io, load_state, reap_status, spawn_init, status_of, stdio_above, stdio_raw,
-    ChildSetup, Error, InitExec, Runtime, Status,
+    dup_above, hook_state, io, load_state, reap_status, spawn_init, status_of, stdio_above,
+    stdio_raw, ChildSetup, Error, InitExec, Runtime, Status,
 };
 use crate::init::{self, InitError, Never};
 use crate::namespaces::{self, ChildNamespaceGuard, NsKind};
 use crate::state::{self, ContainerDir};
 use crate::sync::{self, ExecPlan, FromInit, SyncError, ToInit};
-use crate::{process_setup, terminal};
+use crate::{process_setup, seccomp, terminal};
 
 /// Namespaces the parent enters for the clone; user and mount are joined by init.
 const PARENT_JOINS: [NsKind; 6] = [
@@ -135,6 +135,13 @@ impl Runtime {
                 .linux()
                 .as_ref()
                 .and_then(|l| l.personality().clone()),
+            seccomp: saved
+                .config
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone()),
+            oci_version: saved.oci_version.clone(),
+            state_json: hook_state(&saved, Status::Running),
         };
 
         let (mut ours, theirs) = UnixStream::pair().map_err(io("sync socketpair"))?;
@@ -214,6 +221,12 @@ pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<
         })
     };
     let user = plan.join_user.as_ref().map(open).transpose()?;
+    // Compiled (and its agent connected, a host path) before entering the container.
+    let filter = plan
+        .seccomp
+        .as_ref()
+        .map(|p| seccomp::prepare_profile(p, &plan.oci_version))
+        .transpose()?;
     let mount = open(&plan.join_mount)?;
     if let Some(user) = &user {
         nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
@@ -238,12 +251,16 @@ pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<
     if process.terminal().unwrap_or(false) {
         init::setup_console(plan.console_fd)?;
     }
-    process_setup::apply_with_personality(process, plan.personality.as_ref())?;
+    let filter =
+        seccomp::apply_process(process, plan.personality.as_ref(), filter, &plan.state_json)?;
     // `hull exec --detach` exits after Ready; the process must outlive it.
     nix::sys::prctl::set_pdeathsig(None).map_err(init::sys("clearing the parent-death signal"))?;
     sync::send(sock, &FromInit::Ready)?;
     init::close_fds_on_exec(3 + plan.preserve_fds)?;
     init::drop_sync_socket(sock);
+    if let Some(filter) = filter {
+        filter.activate(&plan.state_json)?;
+    }
     Err(exec.exec())
 }
 

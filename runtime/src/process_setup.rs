@@ -111,6 +111,16 @@ pub fn apply_with_personality(
     process: &Process,
     personality: Option<&LinuxPersonality>,
 ) -> Result<()> {
+    apply_before_user_switch(process, personality)?.finish()
+}
+
+/// The steps of [`apply_with_personality`] up to the user switch (rlimits … bounding set);
+/// [`BeforeUserSwitch::finish`] does the rest. The seam lets a seccomp filter be loaded
+/// while init still has the CAP_SYS_ADMIN that loading needs without no_new_privs.
+pub fn apply_before_user_switch<'a>(
+    process: &'a Process,
+    personality: Option<&LinuxPersonality>,
+) -> Result<BeforeUserSwitch<'a>> {
     if let Some(rlimits) = process.rlimits() {
         set_rlimits(rlimits)?;
     }
@@ -129,14 +139,26 @@ pub fn apply_with_personality(
     if let Some(mask) = process.user().umask() {
         set_umask(mask)?;
     }
-    let caps = process.capabilities().as_ref();
-    drop_bounding_set(caps)?;
-    switch_user(process.user())?;
-    set_capabilities(caps)?;
-    if process.no_new_privileges() == Some(true) {
-        set_no_new_privileges()?;
+    drop_bounding_set(process.capabilities().as_ref())?;
+    Ok(BeforeUserSwitch { process })
+}
+
+/// What remains of the process set-up after [`apply_before_user_switch`].
+#[must_use = "the user switch and capabilities are applied by finish()"]
+pub struct BeforeUserSwitch<'a> {
+    process: &'a Process,
+}
+
+impl BeforeUserSwitch<'_> {
+    /// The user switch, the capability sets, then noNewPrivileges.
+    pub fn finish(self) -> Result<()> {
+        switch_user(self.process.user())?;
+        set_capabilities(self.process.capabilities().as_ref())?;
+        if self.process.no_new_privileges() == Some(true) {
+            set_no_new_privileges()?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,13 +562,27 @@ pub fn drop_bounding_set(caps: Option<&LinuxCapabilities>) -> Result<()> {
     let mut drop: Vec<_> = supported.difference(&keep).copied().collect();
     drop.sort_by_key(|c| c.index());
     for cap in drop {
-        caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
+        drop_from_bounding(cap).map_err(|e| {
             caps_error(
                 "process.capabilities.bounding",
                 format!("drop {cap} from the bounding set"),
                 e,
             )
         })?;
+    }
+    Ok(())
+}
+
+/// One `PR_CAPBSET_DROP` (the `caps` crate reads the set before each drop, doubling the
+/// system calls on the container's start path).
+fn drop_from_bounding(cap: caps::Capability) -> std::result::Result<(), caps::errors::CapsError> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap.index() as libc::c_ulong, 0, 0, 0) };
+    if rc < 0 {
+        return Err(caps::errors::CapsError::from(format!(
+            "PR_CAPBSET_DROP: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }

@@ -699,40 +699,19 @@ pub fn apply_process(
     seccomp: Option<Prepared>,
     state_json: &str,
 ) -> std::result::Result<Option<Prepared>, crate::init::InitError> {
-    use crate::process_setup as ps;
     let nnp = process.no_new_privileges() == Some(true);
-    let sc = match seccomp {
-        Some(sc) if !nnp => sc,
-        later => {
-            ps::apply_with_personality(process, personality)?;
-            return Ok(later);
+    let staged = crate::process_setup::apply_before_user_switch(process, personality)?;
+    match seccomp {
+        Some(sc) if !nnp => {
+            sc.activate(state_json)?;
+            staged.finish()?;
+            Ok(None)
         }
-    };
-    // The first half of apply_with_personality (same order), then the filter, then the rest.
-    if let Some(rlimits) = process.rlimits() {
-        ps::set_rlimits(rlimits)?;
+        later => {
+            staged.finish()?;
+            Ok(later)
+        }
     }
-    if let Some(adj) = process.oom_score_adj() {
-        ps::set_oom_score_adj(adj)?;
-    }
-    if let Some(prio) = process.io_priority() {
-        ps::set_io_priority(prio)?;
-    }
-    if let Some(sched) = process.scheduler() {
-        ps::set_scheduler(sched)?;
-    }
-    if let Some(pers) = personality {
-        ps::set_personality(pers)?;
-    }
-    if let Some(mask) = process.user().umask() {
-        ps::set_umask(mask)?;
-    }
-    let caps = process.capabilities().as_ref();
-    ps::drop_bounding_set(caps)?;
-    sc.activate(state_json)?;
-    ps::switch_user(process.user())?;
-    ps::set_capabilities(caps)?;
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ pub struct ExecPlan {
     pub console_fd: Option<i32>,
     pub preserve_fds: i32,
     pub personality: Option<oci_spec::runtime::LinuxPersonality>,
+    /// The container's seccomp profile: exec'd processes are confined like init.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    pub oci_version: String,
+    /// The container's state JSON, for a seccomp agent.
+    pub state_json: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -54,6 +54,9 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
         },
     )?;
 
+    // Readable once `pid` exits, whichever thread SIGCHLD goes to: in a multi-threaded
+    // caller (a shim, a test harness) the signalfd may never see it.
+    let exited = pidfd_open(pid)?;
     let _raw = master
         .as_ref()
         .and_then(|_| terminal::RawMode::enable_on_stdin());
@@ -73,7 +76,10 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
             }
             return Ok(code);
         }
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(exited.as_fd(), PollFlags::POLLIN),
+        ];
         if let (Some(m), true) = (&master, master_open) {
             fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
         }
@@ -113,7 +119,8 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
                 }
             }
         }
-        let mut i = 1;
+        // ready[1] (the pidfd) needs no action: the loop reaps at the top.
+        let mut i = 2;
         if let (Some(m), true) = (&master, master_open) {
             if ready[i] && !copy(m.as_fd(), 1) {
                 master_open = false;
@@ -128,6 +135,19 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
             }
         }
     }
+}
+
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, Error> {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(Error::Sys {
+            what: format!("pidfd_open({pid})"),
+            source: nix::Error::last(),
+        });
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
 /// The exit status of `pid` if it has exited: its code, or 128+signal.

@@ -627,3 +627,29 @@ fn notify_with_no_listener_fails() {
     o.assert_fail();
     assert_no_leftovers(&rt, &b);
 }
+
+#[test]
+fn exec_processes_get_the_container_filter() {
+    let Some(rt) = setup("sc-exec") else { return };
+    let mut b = Bundle::new();
+    seccomp(
+        &mut b,
+        profile(
+            "SCMP_ACT_ALLOW",
+            json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]),
+        ),
+    );
+    b.readonly_root(false).args(&["sleep", "60"]);
+    let id = rt.id();
+    rt.create(&id, &b).assert_ok();
+    rt.start(&id).assert_ok();
+    let o = rt.call(&["exec", &id, "sh", "-c", "mkdir /tmp/y 2>&1; echo rc=$?"]);
+    o.assert_ok();
+    assert!(o.stdout.contains("Function not implemented"), "{o}");
+    // The filter is the container's, not a blanket denial: other calls work.
+    let o = rt.call(&["exec", &id, "sh", "-c", "touch /tmp/z && echo touched"]);
+    o.assert_ok();
+    assert_eq!(o.stdout, "touched\n", "{o}");
+    rt.call(&["delete", "--force", &id]).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hull_kvm::{ExitReason, KernelFormat, SerialOutput, Vm, VmConfig, VsockConfig};
+use hull_kvm::{
+    ExitReason, FsSandbox, KernelFormat, SeccompLevel, SerialInput, SerialOutput, ThreadKind,
+    VirtiofsOptions, Vm, VmConfig, VsockConfig,
+};
 
 /// Run one hull micro-VM.
 #[derive(Debug, Parser)]
@@ -31,15 +34,45 @@ struct Args {
     /// Serial console output file ("-" for stdout, "none" to discard).
     #[arg(long, default_value = "-")]
     serial_out: String,
+    /// Serial console input: "-" for stdin, or a file/FIFO/terminal path.
+    #[arg(long)]
+    serial_in: Option<String>,
+    /// Host directory shared with the guest over virtio-fs (served by virtiofsd).
+    #[arg(long)]
+    shared_dir: Option<PathBuf>,
+    /// The virtio-fs tag the guest mounts.
+    #[arg(long, default_value = "hullfs")]
+    fs_tag: String,
+    /// virtiofsd binary (default: $HULL_VIRTIOFSD, then the usual paths).
+    #[arg(long)]
+    virtiofsd: Option<PathBuf>,
+    /// virtiofsd's sandbox: namespace, chroot or none.
+    #[arg(long, default_value = "namespace", value_parser = parse_sandbox)]
+    fs_sandbox: FsSandbox,
     /// Host unix socket of the vsock device.
     #[arg(long)]
     vsock_socket: Option<PathBuf>,
     /// Guest CID of the vsock device.
     #[arg(long, default_value_t = 3)]
     vsock_cid: u64,
+    /// Also list the virtio-mmio devices on the kernel command line.
+    #[arg(long)]
+    mmio_cmdline_devices: bool,
+    /// Run without seccomp filters (debugging).
+    #[arg(long)]
+    no_seccomp: bool,
     /// Stop the VM after this many milliseconds (exit status 124).
     #[arg(long)]
     timeout_ms: Option<u64>,
+}
+
+fn parse_sandbox(s: &str) -> Result<FsSandbox, String> {
+    match s {
+        "namespace" => Ok(FsSandbox::Namespace),
+        "chroot" => Ok(FsSandbox::Chroot),
+        "none" => Ok(FsSandbox::None),
+        _ => Err(format!("unknown sandbox {s:?}: namespace, chroot or none")),
+    }
 }
 
 fn report(vm: &Vm) {
@@ -80,12 +113,29 @@ fn main() -> ExitCode {
         },
         initramfs: args.initramfs,
         cmdline: args.cmdline,
-        shared_dir: None,
+        shared_dir: args.shared_dir,
+        virtiofs: VirtiofsOptions {
+            binary: args.virtiofsd,
+            tag: args.fs_tag,
+            sandbox: args.fs_sandbox,
+            ..VirtiofsOptions::default()
+        },
         vsock: args.vsock_socket.map(|uds_path| VsockConfig {
             guest_cid: args.vsock_cid,
             uds_path,
         }),
         serial,
+        serial_input: match args.serial_in.as_deref() {
+            None => SerialInput::None,
+            Some("-") => SerialInput::Stdin,
+            Some(p) => SerialInput::File(p.into()),
+        },
+        mmio_cmdline_devices: args.mmio_cmdline_devices,
+        seccomp: if args.no_seccomp {
+            SeccompLevel::Off
+        } else {
+            SeccompLevel::Enforce
+        },
     };
     let mut vm = match Vm::start(&cfg) {
         Ok(vm) => vm,
@@ -94,6 +144,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // From here on this thread only waits for the VM and tears it down.
+    if !args.no_seccomp {
+        if let Err(e) = hull_kvm::seccomp::confine_current_thread(ThreadKind::Api) {
+            eprintln!("hull-vmm: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let reason = match args.timeout_ms {
         Some(ms) => match vm.wait_timeout(std::time::Duration::from_millis(ms)) {
             Some(r) => r,

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod debug_exit;
 pub mod i8042;
 pub mod serial;
+pub mod serial_input;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError, SharedDevice};

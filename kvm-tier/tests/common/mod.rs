@@ -205,3 +205,66 @@ pub fn find_guest_kernel() -> Option<PathBuf> {
     found.sort();
     found.pop()
 }
+
+/// The virtiofsd to test with: `$HULL_VIRTIOFSD`, else the cache that
+/// `kvm-tier/tools/install-virtiofsd` fills; `Err` says why there is none.
+pub fn find_virtiofsd() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("HULL_VIRTIOFSD").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("$HULL_VIRTIOFSD ({}) is not a file", p.display()))
+        };
+    }
+    let cached = PathBuf::from(hull_kvm::config::VIRTIOFSD_PATHS[0]);
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    Err(format!(
+        "virtiofsd not found: set $HULL_VIRTIOFSD or run kvm-tier/tools/install-virtiofsd (fills {})",
+        cached.display()
+    ))
+}
+
+/// The sandbox virtiofsd can use here: its namespaces as root, none otherwise.
+pub fn virtiofsd_sandbox() -> hull_kvm::FsSandbox {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        hull_kvm::FsSandbox::Namespace
+    } else {
+        hull_kvm::FsSandbox::None
+    }
+}
+
+/// Pids of processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// A FUSE_INIT request (fuse_in_header + fuse_init_in, protocol 7.31).
+pub fn fuse_init_request(unique: u64) -> Vec<u8> {
+    let mut r = Vec::with_capacity(104);
+    r.extend_from_slice(&104u32.to_le_bytes()); // len
+    r.extend_from_slice(&26u32.to_le_bytes()); // FUSE_INIT
+    r.extend_from_slice(&unique.to_le_bytes());
+    r.extend_from_slice(&[0u8; 24]); // nodeid, uid, gid, pid, extlen, padding
+    r.extend_from_slice(&7u32.to_le_bytes()); // major
+    r.extend_from_slice(&31u32.to_le_bytes()); // minor
+    r.resize(104, 0);
+    r
+}

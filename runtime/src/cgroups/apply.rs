@@ -257,13 +257,11 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
                 return Err(t.unsupported("linux.resources.devices", "no devices hierarchy".into()));
             };
             let ctx = t.ctx(&key);
+            let mut allow = fsutil::LineWriter::new(ctx, dir, "devices.allow");
+            let mut deny = fsutil::LineWriter::new(ctx, dir, "devices.deny");
             for rule in rules {
-                let file = if rule.allow {
-                    "devices.allow"
-                } else {
-                    "devices.deny"
-                };
-                fsutil::write(ctx, dir, file, &rule.v1_line())?;
+                let target = if rule.allow { &mut allow } else { &mut deny };
+                target.write(&rule.v1_line())?;
             }
         }
         DevicePlan::Unenforced(why) => {

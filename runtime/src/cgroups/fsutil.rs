@@ -70,29 +70,81 @@ pub(crate) fn mkdir_tracked(
 /// Removes the cgroup `dir` and any child cgroups (deepest first), retrying on EBUSY for a
 /// short while (tasks may still be exiting). A missing directory is fine.
 pub(crate) fn remove_cgroup_dir(ctx: Ctx<'_>, dir: &Path) -> Result<(), CgroupError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(ctx.io("list", dir, e)),
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            remove_cgroup_dir(ctx, &entry.path())?;
-        }
-    }
+    // rmdir first: a container's cgroup rarely has children, so listing it every time
+    // would be wasted work on the delete path.
     let mut delay = Duration::from_millis(10);
     let mut attempts = 0;
     loop {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempts < 6 => {
+            // cgroupfs says EBUSY for child cgroups and live tasks; other filesystems (as in
+            // the unit tests' fake trees) say ENOTEMPTY.
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY))
+                    && attempts < 6 =>
+            {
+                // Child cgroups are removed first; otherwise tasks may still be exiting.
+                if !remove_children(ctx, dir)? {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
                 attempts += 1;
-                std::thread::sleep(delay);
-                delay *= 2;
             }
             Err(e) => return Err(ctx.io("remove directory", dir, e)),
         }
+    }
+}
+
+/// Remove the child cgroups of `dir`; true if there were any.
+fn remove_children(ctx: Ctx<'_>, dir: &Path) -> Result<bool, CgroupError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(ctx.io("list", dir, e)),
+    };
+    let mut any = false;
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            remove_cgroup_dir(ctx, &entry.path())?;
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// Write each of `lines` to `dir/file` with its own `write(2)` on one open descriptor
+/// (cgroup v1 `devices.allow`/`deny` take one rule per write).
+pub(crate) struct LineWriter<'a> {
+    ctx: Ctx<'a>,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl<'a> LineWriter<'a> {
+    pub(crate) fn new(ctx: Ctx<'a>, dir: &Path, file: &str) -> Self {
+        Self {
+            ctx,
+            path: dir.join(file),
+            file: None,
+        }
+    }
+
+    pub(crate) fn write(&mut self, line: &str) -> Result<(), CgroupError> {
+        use std::io::Write;
+        tracing::debug!(file = %self.path.display(), line, "cgroup write");
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .map_err(|e| self.ctx.io("open", &self.path, e))?;
+                self.file.insert(f)
+            }
+        };
+        file.write_all(line.as_bytes())
+            .map_err(|e| self.ctx.io("write", &self.path, e))
     }
 }
 

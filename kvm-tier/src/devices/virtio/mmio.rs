@@ -131,7 +131,7 @@ impl MmioTransport {
         for q in &mut self.queues {
             q.reset();
         }
-        self.interrupt.ack(u32::MAX);
+        self.interrupt.reset();
     }
 
     fn set_status(&mut self, new: u32) {

@@ -1,5 +1,6 @@
 //! virtio devices and their transport.
 
+pub mod fs;
 pub mod mmio;
 pub mod vsock;
 
@@ -41,6 +42,7 @@ pub const INT_CONFIG: u32 = 2;
 #[derive(Debug)]
 pub struct VirtioInterrupt {
     status: AtomicU32,
+    sticky: AtomicU32,
     line: IrqLine,
 }
 
@@ -49,6 +51,7 @@ impl VirtioInterrupt {
     pub fn new(line: IrqLine) -> Self {
         Self {
             status: AtomicU32::new(0),
+            sticky: AtomicU32::new(0),
             line,
         }
     }
@@ -63,12 +66,35 @@ impl VirtioInterrupt {
 
     /// The interrupt status register.
     pub fn status(&self) -> u32 {
-        self.status.load(Ordering::SeqCst)
+        self.status.load(Ordering::SeqCst) | self.sticky.load(Ordering::SeqCst)
     }
 
     /// Clears acknowledged bits.
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Makes the status register always show `bits`, acked or not.
+    ///
+    /// For devices served outside the VMM (vhost-user): their back-end
+    /// signals the line's eventfd directly, so the VMM never learns when
+    /// to set the bit; reporting it always makes the driver look at its
+    /// queues on every interrupt, which is harmless.
+    pub fn set_sticky(&self, bits: u32) {
+        self.sticky.store(bits, Ordering::SeqCst);
+    }
+
+    /// Clears every status bit, sticky ones included (device reset).
+    pub fn reset(&self) {
+        self.status.store(0, Ordering::SeqCst);
+        self.sticky.store(0, Ordering::SeqCst);
+    }
+
+    /// A duplicate of the line's eventfd, for a back-end that raises the
+    /// interrupt itself (a vhost-user vring call fd, registered with KVM as
+    /// an irqfd).
+    pub fn line_eventfd(&self) -> std::io::Result<vmm_sys_util::eventfd::EventFd> {
+        self.line.eventfd().try_clone()
     }
 }
 
@@ -94,6 +120,9 @@ pub enum ActivateError {
     /// Host resources (threads, sockets) could not be set up.
     #[error("device set-up: {0}")]
     Io(#[from] std::io::Error),
+    /// The device's back-end refused the set-up.
+    #[error("device back-end: {0}")]
+    Backend(String),
 }
 
 /// A virtio device behind a transport.
@@ -114,6 +143,14 @@ pub trait VirtioDevice: Send {
     fn queue_notify(&mut self, index: u16);
     /// The driver reset the device: stop using queues and memory.
     fn reset(&mut self);
+    /// Eventfds KVM may signal itself when the driver notifies a queue
+    /// (ioeventfds on the notify register, matched on the queue index):
+    /// such notifications then reach the device's worker or back-end
+    /// without an exit to the VMM, and [`VirtioDevice::queue_notify`] is
+    /// not called for them. Signals may come before activation.
+    fn queue_eventfds(&self) -> Vec<(u16, &vmm_sys_util::eventfd::EventFd)> {
+        Vec::new()
+    }
 }
 
 /// Reads `data.len()` bytes at `offset` of `config`, zero past its end.

@@ -167,6 +167,17 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// Forgets every guest connection (a transport reset: the guest drops
+    /// its side too): their host sockets close and queued control packets
+    /// for them are discarded. The listener and pending `CONNECT` lines
+    /// stay.
+    pub fn reset_transport(&mut self) {
+        let n = self.conns.len();
+        self.conns.clear();
+        self.control.clear();
+        tracing::debug!(connections = n, "vsock transport reset");
+    }
+
     fn header(&self, key: ConnKey, op: u16) -> VsockHeader {
         VsockHeader {
             src_cid: HOST_CID,
