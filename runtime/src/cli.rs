@@ -36,6 +36,9 @@ struct Cli {
     /// Run without root privileges: true, false or auto.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     rootless: Option<String>,
+    /// The criu binary `checkpoint` and `restore` use.
+    #[arg(long, global = true, default_value = "criu")]
+    criu: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -173,6 +176,119 @@ struct UpdateArgs {
     id: String,
 }
 
+/// CRIU options `checkpoint` and `restore` share (runc's flags).
+#[derive(Debug, clap::Args)]
+struct CriuArgs {
+    /// Directory for the CRIU image files.
+    #[arg(long, default_value = "checkpoint")]
+    image_path: PathBuf,
+    /// Directory for CRIU's logs and temporary files (default: the image path).
+    #[arg(long)]
+    work_path: Option<PathBuf>,
+    /// Allow open TCP connections.
+    #[arg(long)]
+    tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long)]
+    ext_unix_sk: bool,
+    /// Allow shell jobs (a terminal shared with the caller).
+    #[arg(long)]
+    shell_job: bool,
+    /// Handle file locks.
+    #[arg(long)]
+    file_locks: bool,
+    /// How CRIU handles cgroups.
+    #[arg(long, value_enum, default_value = "soft")]
+    manage_cgroups_mode: crate::checkpoint::CgroupsMode,
+    /// Leave this namespace empty instead of checkpointing/restoring it (repeatable).
+    #[arg(long)]
+    empty_ns: Vec<String>,
+    /// Deduplicate pages against the parent images.
+    #[arg(long)]
+    auto_dedup: bool,
+    /// Lazy migration through a page server (not supported).
+    #[arg(long)]
+    lazy_pages: bool,
+}
+
+impl CriuArgs {
+    fn options(&self, criu: &std::path::Path) -> Result<crate::checkpoint::CriuOptions, Error> {
+        if self.lazy_pages {
+            return Err(Error::Usage("--lazy-pages is not supported by hull".into()));
+        }
+        if !self.empty_ns.is_empty() {
+            return Err(Error::Usage(
+                "--empty-ns is not supported by hull yet".into(),
+            ));
+        }
+        Ok(crate::checkpoint::CriuOptions {
+            criu: criu.to_path_buf(),
+            image_path: self.image_path.clone(),
+            work_path: self.work_path.clone(),
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            shell_job: self.shell_job,
+            file_locks: self.file_locks,
+            auto_dedup: self.auto_dedup,
+            manage_cgroups_mode: self.manage_cgroups_mode,
+            empty_ns: self.empty_ns.clone(),
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Images of a previous (pre-)dump, relative to the image path.
+    #[arg(long)]
+    parent_path: Option<PathBuf>,
+    /// Keep the container running after the checkpoint.
+    #[arg(long)]
+    leave_running: bool,
+    /// Only dump memory (the container keeps running), for a later incremental dump.
+    #[arg(long)]
+    pre_dump: bool,
+    /// CRIU page server address (not supported).
+    #[arg(long)]
+    page_server: Option<String>,
+    /// Fd to which CRIU reports when the dump is done (not supported).
+    #[arg(long)]
+    status_fd: Option<i32>,
+    id: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Path to the bundle directory.
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Return once the container is restored.
+    #[arg(short, long)]
+    detach: bool,
+    /// Write the restored init's pid to this file.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// AF_UNIX socket for the pty master (restoring a terminal is not supported yet).
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Do not become a subreaper while waiting (containerd sends `-no-subreaper`).
+    #[arg(long)]
+    no_subreaper: bool,
+    /// Accepted for runc compatibility (CRIU restores the mount namespace itself).
+    #[arg(long)]
+    no_pivot: bool,
+    /// LSM profile of the restored process (`apparmor:NAME` or `selinux:LABEL`).
+    #[arg(long)]
+    lsm_profile: Option<String>,
+    /// SELinux mount context of the restored mounts.
+    #[arg(long)]
+    lsm_mount_context: Option<String>,
+    id: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a container and leave it waiting for `start`.
@@ -253,11 +369,47 @@ enum Command {
     },
     /// Print what this runtime supports (runtime-spec features document).
     Features,
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(RestoreArgs),
+}
+
+/// containerd's runc shim passes `-no-subreaper` to `restore` with ONE dash (Go's flag
+/// syntax); clap only knows `--no-subreaper`. When the command line does not parse as is
+/// and has that single-dash flag, parse it again with the flag spelled `--no-subreaper`,
+/// and keep the result only for `restore` (a literal `-no-subreaper` elsewhere, e.g. an
+/// `exec` argument, is left alone because such command lines already parse).
+fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let err = match Cli::try_parse_from(&args) {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    let single = std::ffi::OsStr::new("-no-subreaper");
+    if !args.iter().any(|a| a == single) {
+        return Err(err);
+    }
+    let fixed = args.iter().map(|a| {
+        if a == single {
+            std::ffi::OsString::from("--no-subreaper")
+        } else {
+            a.clone()
+        }
+    });
+    match Cli::try_parse_from(fixed) {
+        Ok(cli) if matches!(cli.command, Command::Restore(_)) => Ok(cli),
+        _ => Err(err),
+    }
 }
 
 /// Parse, run, and return the process exit status.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -383,6 +535,36 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Features => {
             writeln!(out, "{}", hull_specs::features::features_pretty_json()).map_err(wr)?;
+        }
+        Command::Checkpoint(args) => {
+            if args.page_server.is_some() || args.status_fd.is_some() {
+                return Err(Error::Usage(
+                    "--page-server and --status-fd are not supported by hull".into(),
+                ));
+            }
+            let opts = crate::checkpoint::CheckpointOptions {
+                criu: args.criu.options(&cli.criu)?,
+                parent_path: args.parent_path.clone(),
+                leave_running: args.leave_running,
+                pre_dump: args.pre_dump,
+            };
+            crate::checkpoint::checkpoint(&rt, &args.id, &opts)
+                .map_err(crate::checkpoint::CheckpointError::into_runtime_error)?;
+        }
+        Command::Restore(args) => {
+            let opts = crate::checkpoint::RestoreOptions {
+                criu: args.criu.options(&cli.criu)?,
+                bundle: args.bundle.clone(),
+                detach: args.detach,
+                pid_file: args.pid_file.clone(),
+                console_socket: args.console_socket.clone(),
+                no_subreaper: args.no_subreaper,
+                no_pivot: args.no_pivot,
+                lsm_profile: args.lsm_profile.clone(),
+                lsm_mount_context: args.lsm_mount_context.clone(),
+            };
+            return crate::checkpoint::restore(&rt, &args.id, &opts)
+                .map_err(crate::checkpoint::CheckpointError::into_runtime_error);
         }
     }
     Ok(0)
@@ -730,6 +912,92 @@ mod tests {
         assert!(matches!(cli.command, Command::Delete { force: true, .. }));
         let cli = Cli::try_parse_from(["hull", "ps", "--format", "json", "c1"]).unwrap();
         assert!(matches!(cli.command, Command::Ps { ref format, .. } if format == "json"));
+    }
+
+    #[test]
+    fn containerd_restore_argv_with_single_dash_no_subreaper_parses() {
+        // What containerd-shim-runc-v2 (go-runc) sends.
+        let cli = parse_args([
+            "hull",
+            "--root",
+            "/r",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "restore",
+            "--image-path",
+            "/img",
+            "--work-path",
+            "/work",
+            "--tcp-established",
+            "--detach",
+            "--pid-file",
+            "/b/init.pid",
+            "--no-pivot",
+            "-no-subreaper",
+            "--bundle",
+            "/b",
+            "c1",
+        ])
+        .unwrap();
+        let Command::Restore(a) = cli.command else {
+            panic!("not restore")
+        };
+        assert!(a.no_subreaper && a.detach && a.no_pivot && a.criu.tcp_established);
+        assert_eq!(a.criu.image_path, PathBuf::from("/img"));
+        assert_eq!(a.bundle, PathBuf::from("/b"));
+        assert_eq!(a.id, "c1");
+        // The double-dash spelling works as is; without the flag it is false.
+        let cli = parse_args(["hull", "restore", "--no-subreaper", "c1"]).unwrap();
+        assert!(matches!(cli.command, Command::Restore(ref a) if a.no_subreaper));
+        let cli = parse_args(["hull", "restore", "c1"]).unwrap();
+        assert!(matches!(cli.command, Command::Restore(ref a) if !a.no_subreaper));
+        // A literal `-no-subreaper` argument of exec stays an argument.
+        let cli = parse_args(["hull", "exec", "c1", "echo", "-no-subreaper"]).unwrap();
+        let Command::Exec(e) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(e.command.last().map(String::as_str), Some("-no-subreaper"));
+        // Other single-dash long flags are still refused.
+        assert!(parse_args(["hull", "restore", "-detach", "c1"]).is_err());
+        assert!(parse_args(["hull", "kill", "-no-subreaper", "c1"]).is_err());
+    }
+
+    #[test]
+    fn containerd_checkpoint_argv_parses() {
+        let cli = parse_args([
+            "hull",
+            "--root",
+            "/r",
+            "--criu",
+            "/usr/sbin/criu",
+            "checkpoint",
+            "--image-path",
+            "/img",
+            "--work-path",
+            "/work",
+            "--leave-running",
+            "--ext-unix-sk",
+            "--shell-job",
+            "--file-locks",
+            "--manage-cgroups-mode",
+            "full",
+            "c1",
+        ])
+        .unwrap();
+        assert_eq!(cli.criu, PathBuf::from("/usr/sbin/criu"));
+        let Command::Checkpoint(a) = cli.command else {
+            panic!("not checkpoint")
+        };
+        assert!(a.leave_running && a.criu.ext_unix_sk && a.criu.shell_job && a.criu.file_locks);
+        assert_eq!(
+            a.criu.manage_cgroups_mode,
+            crate::checkpoint::CgroupsMode::Full
+        );
+        let opts = a.criu.options(&cli.criu).unwrap();
+        assert_eq!(opts.work_path, Some(PathBuf::from("/work")));
+        assert!(parse_args(["hull", "checkpoint", "--manage-cgroups-mode", "odd", "c1"]).is_err());
     }
 
     #[test]

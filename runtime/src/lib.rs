@@ -5,6 +5,7 @@
 //! side of `create`; `cli` is the runc-compatible front end of the `hull` binary.
 
 pub mod cgroups;
+pub mod checkpoint;
 pub mod cli;
 pub mod container;
 pub mod events;

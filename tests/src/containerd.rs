@@ -3,6 +3,12 @@
 //! task, container, image and the namespace is removed, containerd is stopped by pid, the
 //! shims it started (found by our unique socket address) are killed by pid, mounts under
 //! the temp dir are detached and the dir removed. [`Containerd::ctr`] runs `ctr` against it.
+//!
+//! With [`Options::with_cri`] the CRI plugin is enabled too (host-network pods only, so no
+//! CNI), with hull as the runtime handlers [`CRI_HANDLER_RUNC_SHIM`] and
+//! [`CRI_HANDLER_HULL_SHIM`]; [`cri::CriClient`] talks to it.
+
+pub mod cri;
 
 use crate::util::{unique, wait_child, wait_until};
 use std::fs::File;
@@ -39,6 +45,33 @@ pub struct Options {
     /// Directories put in front of containerd's PATH (where it looks for
     /// `containerd-shim-<name>-v2` binaries).
     pub path_prepend: Vec<PathBuf>,
+    /// Enable the CRI plugin (see [`CriOptions`]).
+    pub cri: Option<CriOptions>,
+}
+
+/// The CRI handler driving hull through containerd's runc shim (`BinaryName`).
+pub const CRI_HANDLER_RUNC_SHIM: &str = "hull";
+/// The CRI handler using hull's own shim, `io.containerd.hull.v2` (it must be on the
+/// PATH given with [`Options::path_prepend`]).
+pub const CRI_HANDLER_HULL_SHIM: &str = "hull-shim";
+/// The containerd namespace CRI works in; with CRI enabled every `ctr` call uses it.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// How the CRI plugin is configured.
+#[derive(Debug, Clone)]
+pub struct CriOptions {
+    /// The `BinaryName` of handler [`CRI_HANDLER_RUNC_SHIM`].
+    pub hull: PathBuf,
+    /// `sandbox_image`: must be imported before the first RunPodSandbox (no registry).
+    pub sandbox_image: String,
+}
+
+impl Options {
+    /// The same options with the CRI plugin enabled.
+    pub fn with_cri(mut self, cri: CriOptions) -> Options {
+        self.cri = Some(cri);
+        self
+    }
 }
 
 /// The result of one `ctr` call.
@@ -105,8 +138,14 @@ impl Containerd {
             std::fs::create_dir_all(d.join(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
         }
         let address = d.join("containerd.sock");
-        std::fs::write(d.join("config.toml"), config_toml(d, &address))
-            .map_err(|e| format!("config.toml: {e}"))?;
+        let mut config = config_toml(d, &address);
+        if let Some(cri) = &opts.cri {
+            for sub in ["cni-conf", "cni-bin"] {
+                std::fs::create_dir_all(d.join(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
+            }
+            config = cri_config_toml(d, &address, cri, &d.join("runc-root"));
+        }
+        std::fs::write(d.join("config.toml"), config).map_err(|e| format!("config.toml: {e}"))?;
         let log = File::create(d.join("containerd.log")).map_err(|e| format!("log: {e}"))?;
         let mut path: Vec<PathBuf> = opts.path_prepend.clone();
         path.extend(std::env::split_paths(
@@ -126,7 +165,11 @@ impl Containerd {
             dir,
             child: Some(child),
             address,
-            namespace: unique("hull-e2e"),
+            namespace: if opts.cri.is_some() {
+                CRI_NAMESPACE.to_string()
+            } else {
+                unique("hull-e2e")
+            },
         };
         let ready = wait_until(Duration::from_secs(30), || {
             c.address.exists() && c.ctr(&["version"]).ok()
@@ -348,6 +391,49 @@ disabled_plugins = [
 [plugins."io.containerd.monitor.v1.cgroups"]
   no_prometheus = true
 "#
+    )
+}
+
+/// containerd's config with the CRI plugin enabled: [`config_toml`] without CRI in
+/// `disabled_plugins`, plus a CRI section whose state, CNI dirs and runc roots are all
+/// under `dir`, `restrict_oom_score_adj` (root here lacks CAP_SYS_RESOURCE, so the
+/// sandbox's -998 could not be set) and the two hull handlers. Pods must use the host
+/// network: the CNI dirs are empty.
+pub fn cri_config_toml(dir: &Path, address: &Path, cri: &CriOptions, runc_root: &Path) -> String {
+    let d = dir.display();
+    let base = config_toml(dir, address).replace("  \"io.containerd.grpc.v1.cri\",\n", "");
+    format!(
+        r#"{base}
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  stats_collect_period = 1
+  tolerate_missing_hugetlb_controller = true
+  disable_hugetlb_controller = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni-bin"
+    conf_dir = "{d}/cni-conf"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "{h}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{h}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{h}.options]
+        BinaryName = "{hull}"
+        Root = "{root}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{hs}]
+      runtime_type = "io.containerd.hull.v2"
+"#,
+        sandbox = cri.sandbox_image,
+        h = CRI_HANDLER_RUNC_SHIM,
+        hs = CRI_HANDLER_HULL_SHIM,
+        hull = cri.hull.display(),
+        root = runc_root.display(),
     )
 }
 

@@ -149,6 +149,24 @@ pub fn busybox_image(name: &str) -> std::io::Result<OciImage> {
     build_image(&bundle.rootfs(), name, &["sh"])
 }
 
+/// The command of [`pause_image`]: sleeps until killed (CRI stops a sandbox with SIGKILL).
+pub const PAUSE_CMD: &[&str] = &["/sleep", "999999999"];
+
+/// A tiny stand-in for Kubernetes' `pause` image, CRI's `sandbox_image`: a rootfs holding
+/// only busybox-static as `/sleep` (busybox picks the applet from argv[0]) and the empty
+/// directories the runtime mounts on.
+pub fn pause_image(name: &str) -> std::io::Result<OciImage> {
+    let dir = tempfile::Builder::new()
+        .prefix("hull-e2e-pause-")
+        .tempdir()?;
+    let rootfs = dir.path().join("rootfs");
+    for sub in ["dev", "proc", "sys", "etc"] {
+        fs::create_dir_all(rootfs.join(sub))?;
+    }
+    fs::copy(crate::skip::BUSYBOX, rootfs.join("sleep"))?;
+    build_image(&rootfs, name, PAUSE_CMD)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
