@@ -36,6 +36,12 @@ pub enum Error {
     Terminal(#[from] TerminalError),
     #[error(transparent)]
     SealedExe(#[from] crate::sealed_exe::SealedExeError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Lsm(#[from] crate::lsm::LsmError),
+    #[error(transparent)]
+    Userns(#[from] crate::userns_auto::UsernsError),
     #[error("container init: {0}")]
     Init(String),
     #[error("talking to container init: {0}")]
@@ -162,8 +168,10 @@ impl Runtime {
         if opts.preserve_fds < 0 {
             return Err(Error::Usage("--preserve-fds must not be negative".into()));
         }
-        let bundle = hull_specs::load_bundle(&opts.bundle)?;
+        let mut bundle = hull_specs::load_bundle(&opts.bundle)?;
         let spec = &bundle.spec;
+        // LSM labels the host cannot apply are refused now, not silently dropped.
+        crate::lsm::check_spec(spec, crate::lsm::Host::probe())?;
         let terminal = spec
             .process()
             .as_ref()
@@ -191,7 +199,6 @@ impl Runtime {
             }
             (None, false, _) => Console::None,
         };
-        let ns_plan = NamespacePlan::from_spec(spec)?;
         let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
         let cgroup_path = ContainerCgroup::resolve(
             cgroups_path.as_ref().and_then(|p| p.to_str()),
@@ -210,6 +217,12 @@ impl Runtime {
             .dir
             .as_ref()
             .ok_or_else(|| Error::Init("no state dir".into()))?;
+        // io.hull.userns=auto: a free id range, recorded in the state dir (freed with it),
+        // becomes the spec's user namespace and mappings before the namespaces are planned.
+        crate::userns_auto::apply_if_annotated(&self.root, &dir.path, &mut bundle.spec)?;
+        let spec = &bundle.spec;
+        let ns_plan = NamespacePlan::from_spec(spec)?;
+        let seccomp = self.compile_seccomp(spec)?;
         let fifo = dir.fifo_path();
         make_fifo(&fifo)?;
 
@@ -266,9 +279,19 @@ impl Runtime {
         // Saved before the cgroup exists, so `delete --force` finds it after a crash.
         dir.save(&saved)?;
         let resources = cgroup_resources(spec);
-        let cgroup = ContainerCgroup::create(&cgroup_path, resources.as_ref(), pid.as_raw())?;
-        saved.cgroup = Some(cgroup.clone());
-        guard.cgroup = Some(cgroup);
+        // Limits are applied now; init joins the cgroup after the plan is sent (below).
+        let cgroup = match ContainerCgroup::create_empty(&cgroup_path, resources.as_ref()) {
+            Ok(cg) => Some(cg),
+            // Rootless, as runc: without write access to the cgroup hierarchy the container
+            // runs in hull's own cgroup, unless it asks for limits (which would not hold).
+            Err(e) if self.rootless && !asks_for_limits(resources.as_ref()) => {
+                tracing::warn!("rootless: running without a cgroup of its own: {e}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        saved.cgroup = cgroup.clone();
+        guard.cgroup = cgroup;
 
         let plan = InitPlan {
             id: id.to_string(),
@@ -283,8 +306,21 @@ impl Runtime {
             join_user: ns_plan.join_user.clone(),
             unshare_flags: ns_plan.init_unshare.bits(),
             in_user_ns: ns_plan.in_user_ns,
+            seccomp,
         };
         sync::send(&mut ours, &ToInit::Plan(Box::new(plan)))?;
+        // The first cgroup.procs write waits for an RCU grace period (milliseconds on cgroup
+        // v1); init mounts its rootfs meanwhile and waits only before its cgroup mounts.
+        let joined = match &saved.cgroup {
+            Some(cg) => cg.add_process(pid.as_raw()).map_err(Error::from),
+            None => Ok(()),
+        }
+        .and_then(|()| Ok(sync::send(&mut ours, &ToInit::CgroupJoined)?));
+        if let Err(e) = joined {
+            // Init may have failed meanwhile (before it needed the cgroup): its message
+            // says more than a broken pipe or a vanished pid.
+            return Err(pending_init_error(&mut ours).map_or(e, Error::Init));
+        }
         loop {
             match sync::recv::<FromInit>(&mut ours) {
                 Ok(FromInit::MountsReady) => {
@@ -326,6 +362,19 @@ impl Runtime {
             pid,
             console_master,
         })
+    }
+
+    /// `linux.seccomp` compiled (through the cache under `--root`), so a bad profile fails
+    /// before anything is created and init only has to load it.
+    pub(crate) fn compile_seccomp(
+        &self,
+        spec: &hull_specs::Spec,
+    ) -> Result<Option<crate::seccomp::Compiled>, Error> {
+        let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(None);
+        };
+        let cache = self.root.join(".seccomp-cache");
+        Ok(Some(crate::seccomp::compile_cached(profile, &cache)?))
     }
 
     /// `start`: release a created container's init to exec the user process.
@@ -737,26 +786,27 @@ pub(crate) fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: i32) -> Result<Own
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
-/// Write the new user namespace's uid/gid maps (as root, directly; rootless mapping with
-/// newuidmap comes with the hardening work).
+/// Write the new user namespace's uid/gid maps: directly as root (any number of ranges),
+/// through newuidmap/newgidmap when unprivileged (see `userns_auto`).
 fn write_id_maps(pid: Pid, spec: &hull_specs::Spec) -> Result<(), Error> {
     let linux = spec.linux().as_ref();
-    let fmt = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        maps.map(|m| {
-            m.iter()
-                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-                .collect::<String>()
-        })
-        .unwrap_or_default()
-    };
-    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
-    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
-    for (file, content) in [("uid_map", uid), ("gid_map", gid)] {
-        let path = format!("/proc/{pid}/{file}");
-        fs::write(&path, content.as_bytes())
-            .map_err(io(format!("linux.{}Mappings: writing {path}", &file[..3])))?;
-    }
-    Ok(())
+    let uid = linux
+        .and_then(|l| l.uid_mappings().as_deref())
+        .unwrap_or_default();
+    let gid = linux
+        .and_then(|l| l.gid_mappings().as_deref())
+        .unwrap_or_default();
+    Ok(crate::userns_auto::write_id_maps(pid.as_raw(), uid, gid)?)
+}
+
+/// `linux.resources` asks for more than the device rules (which a rootless container does
+/// without: it cannot create devices anyway).
+fn asks_for_limits(resources: Option<&oci_spec::runtime::LinuxResources>) -> bool {
+    resources.is_some_and(|r| {
+        let mut r = r.clone();
+        r.set_devices(None);
+        r != oci_spec::runtime::LinuxResources::default()
+    })
 }
 
 /// Undoes a failed `create`: kills init, removes the cgroup and the state directory.
@@ -790,6 +840,17 @@ impl Drop for CreateGuard {
                 tracing::warn!("cleaning up after a failed create: {e}");
             }
         }
+    }
+}
+
+/// An error message init has already sent, without waiting for one.
+fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
+    sock.set_nonblocking(true).ok()?;
+    let msg = sync::recv::<FromInit>(sock);
+    let _ = sock.set_nonblocking(false);
+    match msg {
+        Ok(FromInit::Error(m)) => Some(m),
+        _ => None,
     }
 }
 

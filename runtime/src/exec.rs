@@ -119,13 +119,30 @@ impl Runtime {
             (None, false, _) => (None, None),
         };
 
+        // An exec'd process keeps the container's LSM labels unless it names its own (runc);
+        // labels the host cannot apply are refused here.
+        let mut process = opts.process.clone();
+        if let Some(cp) = saved.config.process().as_ref() {
+            if process
+                .apparmor_profile()
+                .as_deref()
+                .unwrap_or("")
+                .is_empty()
+            {
+                process.set_apparmor_profile(cp.apparmor_profile().clone());
+            }
+            if process.selinux_label().as_deref().unwrap_or("").is_empty() {
+                process.set_selinux_label(cp.selinux_label().clone());
+            }
+        }
+        crate::lsm::check_process(&process, crate::lsm::Host::probe())?;
         let joins = namespaces::differing(saved.pid, &PARENT_JOINS);
         let join_user = namespaces::differing(saved.pid, &[NsKind::User])
             .pop()
             .map(|(_, p)| p);
         let plan = ExecPlan {
             id: id.to_string(),
-            process: opts.process.clone(),
+            process,
             join_user,
             join_mount: PathBuf::from(format!("/proc/{}/ns/mnt", saved.pid)),
             console_fd: None,
@@ -135,11 +152,7 @@ impl Runtime {
                 .linux()
                 .as_ref()
                 .and_then(|l| l.personality().clone()),
-            seccomp: saved
-                .config
-                .linux()
-                .as_ref()
-                .and_then(|l| l.seccomp().clone()),
+            seccomp: self.compile_seccomp(&saved.config)?,
             oci_version: saved.oci_version.clone(),
             state_json: hook_state(&saved, Status::Running),
         };
@@ -221,11 +234,11 @@ pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<
         })
     };
     let user = plan.join_user.as_ref().map(open).transpose()?;
-    // Compiled (and its agent connected, a host path) before entering the container.
+    // The agent (a host path) is connected before entering the container.
     let filter = plan
         .seccomp
-        .as_ref()
-        .map(|p| seccomp::prepare_profile(p, &plan.oci_version))
+        .clone()
+        .map(|c| seccomp::prepare_compiled(c, &plan.oci_version))
         .transpose()?;
     let mount = open(&plan.join_mount)?;
     if let Some(user) = &user {
@@ -241,6 +254,8 @@ pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<
     let process = &plan.process;
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).map_err(init::sys(format!("process.cwd {cwd:?}")))?;
+    // CVE-2024-21626: never start inside a host directory reached through a descriptor.
+    init::verify_cwd_inside(cwd)?;
     let env = init::container_env(process);
     let args = process.args().clone().unwrap_or_default();
     let arg0 = args
@@ -251,6 +266,8 @@ pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<
     if process.terminal().unwrap_or(false) {
         init::setup_console(plan.console_fd)?;
     }
+    // --apparmor / --process-label (or the container's own labels, see `Runtime::exec`).
+    crate::lsm::apply_exec_labels(&crate::lsm::AttrDir::proc_self(), process)?;
     let filter =
         seccomp::apply_process(process, plan.personality.as_ref(), filter, &plan.state_json)?;
     // `hull exec --detach` exits after Ready; the process must outlive it.

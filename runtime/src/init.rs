@@ -2,12 +2,13 @@
 //! it its new namespaces. It is a fresh, single-threaded process image, so it may do all
 //! the set-up work (the forked child before it did nothing but async-signal-safe calls).
 //!
-//! Order (runc's): seccomp compile (+ agent connect) → join user ns → unshare the rest →
+//! Order (runc's): seccomp agent connect (the filter was compiled by `create`) → join user ns → unshare the rest →
 //! keyring → hostname → rootfs prepare → [parent runs prestart/createRuntime hooks] →
 //! createContainer hooks → pivot → sysctl → console → masked/read-only paths → cwd,
 //! executable lookup → report Ready → block on the exec fifo until `start` → startContainer
-//! hooks → limits, user, capabilities → seccomp load → execve (without noNewPrivileges the
-//! filter is loaded before the user switch, which drops the CAP_SYS_ADMIN it needs).
+//! hooks → LSM exec labels (`lsm`) → limits, user, capabilities → seccomp load → execve
+//! (without noNewPrivileges the filter is loaded before the user switch, which drops the
+//! CAP_SYS_ADMIN it needs).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -20,7 +21,7 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::Spec;
 
 use crate::sync::{self, FromInit, InitPlan, ToInit};
-use crate::{hooks, namespaces, process_setup, rootfs, seccomp, terminal};
+use crate::{hooks, lsm, namespaces, process_setup, rootfs, seccomp, terminal};
 
 /// The environment variable naming init's end of the sync socket.
 pub const INIT_FD_ENV: &str = "_HULL_INIT_FD";
@@ -43,6 +44,8 @@ pub enum InitError {
     Terminal(#[from] terminal::TerminalError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Lsm(#[from] lsm::LsmError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -119,7 +122,11 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
     let fifo = open_fifo_path(&plan.fifo)?;
     // Compiled now so a bad profile fails `create`; a notify agent is connected now, while
     // its host path is reachable.
-    let seccomp = seccomp::prepare(spec)?;
+    let seccomp = plan
+        .seccomp
+        .clone()
+        .map(|c| seccomp::prepare_compiled(c, spec.version()))
+        .transpose()?;
 
     enter_namespaces(&plan)?;
     if !plan.no_new_keyring {
@@ -127,14 +134,19 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
     }
     set_host_and_domain_name(spec)?;
 
+    // linux.mountLabel: the mounts get SELinux's context= option (None without a label).
+    let labeled = lsm::label_mounts(spec, lsm::Host::probe());
     let rootfs_plan = rootfs::RootfsPlan {
-        spec,
+        spec: labeled.as_ref().unwrap_or(spec),
         rootfs: &plan.rootfs,
         bundle: &plan.bundle,
         no_pivot: plan.no_pivot,
         in_user_ns: plan.in_user_ns,
     };
-    rootfs::prepare(&rootfs_plan)?;
+    rootfs::prepare_with_cgroup_barrier(&rootfs_plan, &mut || {
+        after_cgroup_join(sock, &plan)
+            .map_err(|e| rootfs::RootfsError::Other(format!("joining the cgroup: {e}")))
+    })?;
 
     sync::send(sock, &FromInit::MountsReady)?;
     let state_json = match sync::recv::<ToInit>(sock)? {
@@ -168,6 +180,7 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
         std::fs::create_dir_all(cwd).map_err(io(format!("creating process.cwd {cwd:?}")))?;
     }
     nix::unistd::chdir(cwd).map_err(sys(format!("process.cwd {cwd:?}")))?;
+    verify_cwd_inside(cwd)?;
     let env = container_env(process);
     let args = process.args().clone().unwrap_or_default();
     let arg0 = args
@@ -196,6 +209,8 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
         hooks::run_hooks("startContainer", &h, state.to_string().as_bytes())?;
     }
     let personality = spec.linux().as_ref().and_then(|l| l.personality().as_ref());
+    // AppArmor profile / SELinux label for the execve, while we may still choose them.
+    lsm::apply_exec_labels(&lsm::AttrDir::proc_self(), process)?;
     // Loads the filter before the user switch when noNewPrivileges is false.
     let seccomp = seccomp::apply_process(process, personality, seccomp, &state_json)?;
     close_fds_on_exec(3 + plan.preserve_fds)?;
@@ -206,6 +221,23 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
     Err(exec.exec())
 }
 
+/// CVE-2024-21626: a `process.cwd` reached through a descriptor of the host (e.g.
+/// `/proc/self/fd/N` of a leaked or `--preserve-fds` directory) leaves the working directory
+/// outside the container's root; `getcwd` then fails with ENOENT ("unreachable"). Refuse
+/// that, as runc does, instead of starting the process there.
+pub(crate) fn verify_cwd_inside(cwd: &Path) -> Result<(), InitError> {
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        Ok(p) => Err(InitError::Invalid(format!(
+            "process.cwd {cwd:?}: the working directory {p:?} is outside the container's root"
+        ))),
+        Err(e) => Err(InitError::Invalid(format!(
+            "process.cwd {cwd:?}: the working directory is outside the container's root \
+             (getcwd: {e}): possible container breakout, refused"
+        ))),
+    }
+}
+
 /// Join a user namespace by path (init's only `setns`), become its root, then create the
 /// namespaces that must be owned by it or must start at the container's cgroup.
 fn enter_namespaces(plan: &InitPlan) -> Result<(), InitError> {
@@ -213,7 +245,26 @@ fn enter_namespaces(plan: &InitPlan) -> Result<(), InitError> {
         namespaces::join(namespaces::NsKind::User, path)?;
         become_root_in_user_ns()?;
     }
-    namespaces::unshare(CloneFlags::from_bits_retain(plan.unshare_flags))?;
+    let flags = CloneFlags::from_bits_retain(plan.unshare_flags);
+    namespaces::unshare(flags - CloneFlags::CLONE_NEWCGROUP)?;
+    Ok(())
+}
+
+/// Wait until the parent has placed init in its cgroup, then make the cgroup namespace
+/// (rooted at that cgroup) if the container has one.
+fn after_cgroup_join(sock: &mut UnixStream, plan: &InitPlan) -> Result<(), InitError> {
+    match sync::recv::<ToInit>(sock)? {
+        ToInit::CgroupJoined => {}
+        other => {
+            return Err(sync::SyncError::Unexpected {
+                expected: "CgroupJoined",
+                got: format!("{other:?}"),
+            }
+            .into())
+        }
+    }
+    let flags = CloneFlags::from_bits_retain(plan.unshare_flags);
+    namespaces::unshare(flags & CloneFlags::CLONE_NEWCGROUP)?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod hooks;
 pub mod init;
 pub mod logging;
+pub mod lsm;
 pub mod namespaces;
 pub mod process_setup;
 pub mod rootfs;
@@ -21,6 +22,7 @@ pub mod seccomp;
 pub mod state;
 pub mod sync;
 pub mod terminal;
+pub mod userns_auto;
 pub mod wait;
 
 pub use container::{CreateOptions, Runtime};

@@ -41,7 +41,7 @@ use libseccomp::{
 };
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
-    LinuxSeccompOperator, LinuxSyscall, Process, Spec,
+    LinuxSeccompOperator, LinuxSyscall, Process,
 };
 
 /// The name runc's agents look for in `ContainerProcessState.fds`.
@@ -337,6 +337,112 @@ pub fn supported_flags() -> Vec<String> {
 }
 
 /// The installed libseccomp's version (`2.5.4`).
+/// A compiled filter in the form that crosses processes (from `create` to init) and is
+/// kept in the cache: the BPF program, the `seccomp(2)` flags and the notify listener.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compiled {
+    /// `sock_filter` instructions packed as `code | jt << 16 | jf << 24 | k << 32`.
+    program: Vec<u64>,
+    flags: u64,
+    listener_path: Option<PathBuf>,
+    listener_metadata: Option<String>,
+}
+
+impl Filter {
+    pub fn to_compiled(&self) -> Compiled {
+        let pack = |i: &libc::sock_filter| {
+            u64::from(i.code) | u64::from(i.jt) << 16 | u64::from(i.jf) << 24 | u64::from(i.k) << 32
+        };
+        Compiled {
+            program: self.program.iter().map(pack).collect(),
+            flags: self.flags,
+            listener_path: self.listener.as_ref().map(|l| l.path.clone()),
+            listener_metadata: self.listener.as_ref().and_then(|l| l.metadata.clone()),
+        }
+    }
+
+    /// The filter of a [`Compiled`] program (without the per-rule detail kept for tests).
+    pub fn from_compiled(c: Compiled) -> Filter {
+        let unpack = |w: &u64| libc::sock_filter {
+            code: *w as u16,
+            jt: (*w >> 16) as u8,
+            jf: (*w >> 24) as u8,
+            k: (*w >> 32) as u32,
+        };
+        Filter {
+            program: c.program.iter().map(unpack).collect(),
+            flags: c.flags as libc::c_ulong,
+            rules: Vec::new(),
+            skipped: Vec::new(),
+            listener: c.listener_path.map(|path| Listener {
+                path,
+                metadata: c.listener_metadata,
+            }),
+        }
+    }
+}
+
+/// One cache entry: the profile it was compiled from (compared in full on a hit, so a
+/// hash collision can never load the wrong filter) and the result.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheEntry {
+    key: String,
+    compiled: Compiled,
+}
+
+/// Entries kept before the cache is emptied (profiles are few: one per image or policy).
+const CACHE_MAX_ENTRIES: usize = 256;
+
+/// [`compile`] through a cache in `cache_dir`: libseccomp needs milliseconds of CPU for a
+/// Docker-sized profile, on every container start. The key covers everything the result
+/// depends on: the profile, libseccomp's and hull's versions, and the kernel (flag support).
+pub fn compile_cached(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Compiled> {
+    use std::hash::{Hash, Hasher};
+    let profile_json = serde_json::to_string(profile).unwrap_or_default();
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let key = format!(
+        "{}\n{}\n{}\n{profile_json}",
+        env!("CARGO_PKG_VERSION"),
+        libseccomp_version(),
+        kernel
+    );
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let file = cache_dir.join(format!("{:016x}.json", h.finish()));
+    if let Ok(data) = std::fs::read(&file) {
+        match serde_json::from_slice::<CacheEntry>(&data) {
+            Ok(entry) if entry.key == key => return Ok(entry.compiled),
+            _ => tracing::debug!("seccomp cache: {file:?} is stale or for another profile"),
+        }
+    }
+    let compiled = compile(profile)?.to_compiled();
+    if let Err(e) = store_in_cache(cache_dir, &file, &key, &compiled) {
+        tracing::debug!("seccomp cache: not stored: {e}");
+    }
+    Ok(compiled)
+}
+
+fn store_in_cache(dir: &Path, file: &Path, key: &str, compiled: &Compiled) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    if std::fs::read_dir(dir)?.count() >= CACHE_MAX_ENTRIES {
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let entry = CacheEntry {
+        key: key.to_string(),
+        compiled: compiled.clone(),
+    };
+    let data = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+    crate::state::write_atomic(file, &data, 0o600).map_err(std::io::Error::other)
+}
+
 pub fn libseccomp_version() -> String {
     match libseccomp::ScmpVersion::current() {
         Ok(v) => format!("{}.{}.{}", v.major, v.minor, v.micro),
@@ -645,20 +751,11 @@ pub struct Prepared {
     oci_version: String,
 }
 
-/// Compile `linux.seccomp` of `spec` and connect to its agent (a profile that uses
-/// `SCMP_ACT_NOTIFY`). `None` when the spec has no seccomp profile. Call it before the pivot
-/// (the listener's path is a host path) and before reporting Ready.
-pub fn prepare(spec: &Spec) -> Result<Option<Prepared>> {
-    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
-        return Ok(None);
-    };
-    prepare_profile(profile, spec.version()).map(Some)
-}
-
-/// [`prepare`] for a profile on its own (e.g. for a process `hull exec` starts in a running
-/// container, which runc puts under the container's filter too).
-pub fn prepare_profile(profile: &LinuxSeccomp, oci_version: &str) -> Result<Prepared> {
-    let filter = compile(profile)?;
+/// Make a filter compiled by the parent ready to load: connect to its agent (a profile that
+/// uses `SCMP_ACT_NOTIFY`). Call it before the pivot (the listener's path is a host path)
+/// and before reporting Ready.
+pub fn prepare_compiled(compiled: Compiled, oci_version: &str) -> Result<Prepared> {
+    let filter = Filter::from_compiled(compiled);
     tracing::debug!("seccomp: {filter:?}");
     let agent = match filter.listener() {
         Some(l) => Some(connect_listener(&l.path)?),

@@ -44,6 +44,8 @@ pub struct InitPlan {
     /// `CLONE_NEW*` flags init unshares itself.
     pub unshare_flags: i32,
     pub in_user_ns: bool,
+    /// `linux.seccomp`, compiled by the parent.
+    pub seccomp: Option<crate::seccomp::Compiled>,
 }
 
 /// What init needs to start one more process in a running container (`exec`).
@@ -58,8 +60,9 @@ pub struct ExecPlan {
     pub console_fd: Option<i32>,
     pub preserve_fds: i32,
     pub personality: Option<oci_spec::runtime::LinuxPersonality>,
-    /// The container's seccomp profile: exec'd processes are confined like init.
-    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// The container's seccomp filter, compiled by the parent: exec'd processes are
+    /// confined like init.
+    pub seccomp: Option<crate::seccomp::Compiled>,
     pub oci_version: String,
     /// The container's state JSON, for a seccomp agent.
     pub state_json: String,
@@ -68,6 +71,8 @@ pub struct ExecPlan {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToInit {
     Plan(Box<InitPlan>),
+    /// Init is in its cgroup now (sent after the plan).
+    CgroupJoined,
     Exec(Box<ExecPlan>),
     /// Prestart and createRuntime hooks ran; carries the state JSON for createContainer.
     HooksDone {

@@ -1,5 +1,7 @@
 //! hull's own annotations (keys under `io.hull.`).
 
+use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType};
+
 use crate::{Spec, SpecError};
 
 /// Selects how a container is isolated: `"container"` (shared kernel, the default when the
@@ -51,6 +53,106 @@ pub fn isolation(spec: &Spec) -> Result<Isolation, SpecError> {
     }
 }
 
+/// `"auto"`: the container gets a user namespace of its own with a 65,536-id range that no
+/// other live container under the same `--root` shares (Incus' "isolated idmap"). The
+/// runtime picks the range; files in the rootfs appear owned by root in the container only
+/// if they are owned by the range's first host id (`chown` the rootfs, or use a rootfs
+/// owned by that id).
+pub const USERNS: &str = "io.hull.userns";
+
+/// The number of ids (uids and gids) a [`USERNS`]`=auto` container gets.
+pub const USERNS_AUTO_SIZE: u32 = 65536;
+
+fn userns_field() -> String {
+    format!("annotations[{USERNS:?}]")
+}
+
+/// True when the spec asks for `io.hull.userns=auto`; an error for any other value.
+pub fn userns_auto(spec: &Spec) -> Result<bool, SpecError> {
+    match spec.annotations().as_ref().and_then(|a| a.get(USERNS)) {
+        None => Ok(false),
+        Some(v) if v == "auto" => Ok(true),
+        Some(v) => Err(SpecError::invalid(
+            userns_field(),
+            format!("{v:?} is not a supported value (only \"auto\")"),
+        )),
+    }
+}
+
+/// Give the spec its `io.hull.userns=auto` user namespace: a new user namespace (added to
+/// `linux.namespaces` if absent) mapping container ids 0..65536 to host ids
+/// `host_base..host_base+65536`, for uids and gids. Refused when the spec brings its own
+/// mappings or joins a user namespace, or when the process runs as an id outside the range.
+pub fn apply_userns_auto(spec: &mut Spec, host_base: u32) -> Result<(), SpecError> {
+    let field = userns_field();
+    if u64::from(host_base) + u64::from(USERNS_AUTO_SIZE) > 1 << 32 {
+        return Err(SpecError::invalid(
+            field,
+            format!("host id {host_base} + {USERNS_AUTO_SIZE} exceeds the 32-bit id range"),
+        ));
+    }
+    if let Some(p) = spec.process() {
+        let user = p.user();
+        let ids = [
+            ("process.user.uid", user.uid()),
+            ("process.user.gid", user.gid()),
+        ];
+        let extra = user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(|g| ("process.user.additionalGids", *g));
+        for (what, id) in ids.into_iter().chain(extra) {
+            if id >= USERNS_AUTO_SIZE {
+                return Err(SpecError::invalid(
+                    what,
+                    format!("{id} is outside the 0..{USERNS_AUTO_SIZE} range {USERNS}=auto maps"),
+                ));
+            }
+        }
+    }
+    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+    for (name, maps) in [
+        ("uidMappings", linux.uid_mappings()),
+        ("gidMappings", linux.gid_mappings()),
+    ] {
+        if maps.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(SpecError::invalid(
+                field,
+                format!("\"auto\" chooses the id mappings itself: remove linux.{name}"),
+            ));
+        }
+    }
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    match namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+    {
+        Some(n) if n.path().is_some() => {
+            return Err(SpecError::invalid(
+                field,
+                "\"auto\" creates a user namespace: it cannot join one by path",
+            ))
+        }
+        Some(_) => {}
+        None => {
+            let mut user = LinuxNamespace::default();
+            user.set_typ(LinuxNamespaceType::User);
+            namespaces.push(user);
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(host_base)
+        .size(USERNS_AUTO_SIZE)
+        .build()
+        .map_err(|e| SpecError::invalid(userns_field(), e.to_string()))?;
+    linux.set_uid_mappings(Some(vec![map]));
+    linux.set_gid_mappings(Some(vec![map]));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +193,80 @@ mod tests {
             let e = isolation(&with(Some(v))).expect_err(v);
             assert!(e.to_string().contains("io.hull.isolation"), "{e}");
         }
+    }
+
+    fn with_userns(value: &str) -> Spec {
+        let mut spec = Spec::default();
+        let mut a = HashMap::new();
+        a.insert(USERNS.to_string(), value.to_string());
+        spec.set_annotations(Some(a));
+        spec
+    }
+
+    #[test]
+    fn userns_values() {
+        assert!(!userns_auto(&with(None)).expect("absent"));
+        assert!(userns_auto(&with_userns("auto")).expect("auto"));
+        for v in ["", "Auto", "host", "keep-id"] {
+            let e = userns_auto(&with_userns(v)).expect_err(v);
+            assert!(e.to_string().contains("io.hull.userns"), "{e}");
+        }
+    }
+
+    #[test]
+    fn auto_adds_the_namespace_and_the_mappings() {
+        let mut spec = with_userns("auto");
+        apply_userns_auto(&mut spec, 1_065_536).expect("applied");
+        let linux = spec.linux().as_ref().expect("linux");
+        let users = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .filter(|n| n.typ() == LinuxNamespaceType::User)
+            .count();
+        assert_eq!(users, 1);
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let m = maps.as_ref().expect("mappings");
+            assert_eq!(m.len(), 1);
+            assert_eq!(
+                (m[0].container_id(), m[0].host_id(), m[0].size()),
+                (0, 1_065_536, 65536)
+            );
+        }
+        // Idempotent on the namespace list: a second user namespace is not added.
+        let mut again = spec.clone();
+        if let Some(l) = again.linux_mut() {
+            l.set_uid_mappings(None);
+            l.set_gid_mappings(None);
+        }
+        apply_userns_auto(&mut again, 7).expect("applied again");
+        let users = again
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n.typ() == LinuxNamespaceType::User)
+            .count();
+        assert_eq!(users, 1);
+    }
+
+    #[test]
+    fn auto_refuses_conflicts() {
+        let mut spec = with_userns("auto");
+        apply_userns_auto(&mut spec, 100).expect("first");
+        let e = apply_userns_auto(&mut spec, 100).expect_err("has mappings");
+        assert!(e.to_string().contains("linux.uidMappings"), "{e}");
+        let mut spec = with_userns("auto");
+        let e = apply_userns_auto(&mut spec, u32::MAX - 10).expect_err("overflow");
+        assert!(e.to_string().contains("io.hull.userns"), "{e}");
+        let mut spec = with_userns("auto");
+        if let Some(p) = spec.process_mut() {
+            let mut u = p.user().clone();
+            u.set_uid(70000);
+            p.set_user(u);
+        }
+        let e = apply_userns_auto(&mut spec, 1_000_000).expect_err("uid out of range");
+        assert!(e.to_string().contains("process.user.uid"), "{e}");
     }
 }

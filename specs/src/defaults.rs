@@ -13,14 +13,21 @@
 //!   ([`crate::seccomp_default`]), gated on the spec's bounding set — `runc spec` writes
 //!   none, but every container containerd, Docker or podman starts gets it. Rootless specs
 //!   get it too: with `noNewPrivileges` loading a filter needs no privilege, and rootless
-//!   Docker and podman apply the same profile.
+//!   Docker and podman apply the same profile;
+//! - `linux.resources.pids.limit` is [`DEFAULT_PIDS_LIMIT`] (runc writes none): a fork bomb
+//!   in one container cannot exhaust the host's pids. Not in rootless specs, whose cgroup
+//!   hull usually cannot create (runc's rootless rule: no cgroup, so no limits).
+//!
+//! Kept from runc: the capability set (`CAP_AUDIT_WRITE`, `CAP_KILL`,
+//! `CAP_NET_BIND_SERVICE`), the masked and read-only paths, `noNewPrivileges`, a read-only
+//! root, a deny-all device cgroup.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, Linux, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType,
-    Spec,
+    LinuxPids, Spec,
 };
 
 use crate::bundle::CONFIG_FILE;
@@ -30,6 +37,9 @@ use crate::SpecError;
 
 /// The hostname of a default container.
 pub const DEFAULT_HOSTNAME: &str = "hull";
+
+/// `linux.resources.pids.limit` of a default (not rootless) container.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 
 /// The default spec: a shell on a read-only `rootfs`, like `runc spec`. With `rootless`,
 /// a user namespace maps container root to host `uid`/`gid` and everything that needs real
@@ -60,6 +70,9 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Spec {
         deny_all.set_access(Some("rwm".to_string()));
         if let Some(res) = linux.resources_mut() {
             res.set_devices(Some(vec![deny_all]));
+            let mut pids = LinuxPids::default();
+            pids.set_limit(DEFAULT_PIDS_LIMIT);
+            res.set_pids(Some(pids));
         }
         linux.set_seccomp(Some(default_seccomp(&bounding)));
         if rootless {
@@ -163,6 +176,8 @@ mod tests {
             if let Some(m) = v["mounts"].as_array_mut() {
                 m.retain(|m| m["type"] != "cgroup");
             }
+        } else {
+            v["linux"]["resources"]["pids"] = json!({"limit": DEFAULT_PIDS_LIMIT});
         }
         // The default seccomp profile for runc's default bounding set.
         let bounding: Vec<Capability> =
@@ -203,7 +218,7 @@ mod tests {
         assert_eq!(v["root"], json!({"path": "rootfs", "readonly": true}));
         assert_eq!(
             v["linux"]["resources"],
-            json!({"devices": [{"allow": false, "access": "rwm"}]})
+            json!({"devices": [{"allow": false, "access": "rwm"}], "pids": {"limit": 4096}})
         );
         assert!(v["linux"]["uidMappings"].is_null());
         assert_eq!(v["mounts"].as_array().map(Vec::len), Some(7));

@@ -3,7 +3,7 @@
 use oci_spec::runtime::Capability;
 use serde_json::{json, Value};
 
-use crate::annotations::ISOLATION;
+use crate::annotations::{ISOLATION, USERNS};
 use crate::json::{to_pretty_ordered, FEATURES_KEY_ORDER};
 
 /// The oldest runtime-spec version hull accepts.
@@ -265,12 +265,14 @@ pub fn features() -> Value {
                 "knownFlags": &SECCOMP_KNOWN_FLAGS[..],
                 "supportedFlags": &SECCOMP_SUPPORTED_FLAGS[..],
             },
-            "apparmor": { "enabled": false },
-            "selinux": { "enabled": false },
+            // Implemented (runtime/src/lsm.rs); whether this host has the LSM enabled is
+            // checked at create, which refuses a label it cannot apply.
+            "apparmor": { "enabled": true },
+            "selinux": { "enabled": true },
             "intelRdt": { "enabled": false },
             "mountExtensions": { "idmap": { "enabled": false } },
         },
-        "annotations": { ISOLATION: "container" },
+        "annotations": { ISOLATION: "container", USERNS: "auto" },
         "potentiallyUnsafeConfigAnnotations": [],
     })
 }
@@ -303,14 +305,18 @@ mod tests {
             v["linux"]["cgroup"],
             json!({"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false})
         );
-        for k in ["apparmor", "selinux", "intelRdt"] {
-            assert_eq!(v["linux"][k], json!({"enabled": false}), "{k}");
+        for k in ["apparmor", "selinux"] {
+            assert_eq!(v["linux"][k], json!({"enabled": true}), "{k}");
         }
+        assert_eq!(v["linux"]["intelRdt"], json!({"enabled": false}));
         assert_eq!(
             v["linux"]["mountExtensions"]["idmap"]["enabled"],
             json!(false)
         );
-        assert_eq!(v["annotations"], json!({"io.hull.isolation": "container"}));
+        assert_eq!(
+            v["annotations"],
+            json!({"io.hull.isolation": "container", "io.hull.userns": "auto"})
+        );
         assert_eq!(v["potentiallyUnsafeConfigAnnotations"], json!([]));
         let opts = v["mountOptions"].as_array().cloned().unwrap_or_default();
         assert!(!opts.contains(&json!("tmpcopyup")));

@@ -1,6 +1,6 @@
 //! Escape-CVE regressions: each test attempts the attack and asserts it fails.
 
-use hull_tests::{setup, wait_until, Bundle};
+use hull_tests::{assert_no_leftovers, hull_only, setup, wait_until, Bundle};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
@@ -49,4 +49,365 @@ fn cve_2019_5736_proc_self_exe_cannot_be_written() {
         .output()
         .unwrap();
     assert!(o.status.success());
+}
+
+/// The config `hull spec` writes (runc's shape plus hull's secure defaults), made runnable
+/// in the bundle `b`: no terminal, `args`, and the bundle's own cgroupsPath so the test's
+/// leftover checks find it.
+fn hull_spec_config(rt: &hull_tests::Runtime, b: &mut Bundle, args: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    rt.call(&["spec", "--bundle", d]).assert_ok();
+    let text = std::fs::read_to_string(dir.path().join("config.json")).expect("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["process"]["terminal"] = serde_json::json!(false);
+    v["process"]["args"] = serde_json::json!(args);
+    v["linux"]["cgroupsPath"] = serde_json::json!(b.cgroups_path());
+    b.config = v;
+}
+
+/// The shell's open descriptors, listed by a child (`ls`) so the listing opens none in it.
+const LIST_FDS: &str = "ls /proc/$$/fd; true";
+
+/// The fd numbers `ls /proc/$$/fd` printed, sorted.
+fn fd_list(out: &str) -> Vec<u32> {
+    let mut v: Vec<u32> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// CVE-2024-21626, part 1: no descriptor of the host reaches the container but 0-2 and the
+/// `--preserve-fds` ones, for init's process and for an exec'd one, even when the runtime
+/// itself was handed more open descriptors (here host directories, the dangerous kind).
+#[test]
+fn cve_2024_21626_only_stdio_and_preserved_fds_reach_the_container() {
+    let Some(rt) = setup("cve-2024-21626-fds") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    // `; true`: busybox sh would exec a lone command itself, listing ls's own descriptors.
+    b.sh(LIST_FDS);
+    let dir = |p: &str| std::fs::File::open(p).expect("open a host directory");
+    let io = || hull_tests::runtime::Io {
+        extra_fds: vec![(3, dir("/")), (4, dir("/tmp")), (5, dir("/etc"))],
+        ..Default::default()
+    };
+    let id = rt.id();
+    let o = rt.run_with(&id, &b, &[], io());
+    o.assert_ok();
+    assert_eq!(fd_list(&o.stdout), vec![0, 1, 2], "{o}");
+    let id = rt.id();
+    let o = rt.run_with(&id, &b, &["--preserve-fds", "2"], io());
+    o.assert_ok();
+    assert_eq!(fd_list(&o.stdout), vec![0, 1, 2, 3, 4], "{o}");
+
+    // An exec'd process: same rule.
+    let mut b2 = Bundle::new();
+    b2.args(&["sleep", "60"]);
+    let id = rt.start_running(&b2);
+    let mut c = rt.cmd(&["exec", &id, "sh", "-c", LIST_FDS]);
+    c.stdin(std::process::Stdio::null());
+    let o = rt.exec_cmd(c, io());
+    o.assert_ok();
+    assert_eq!(fd_list(&o.stdout), vec![0, 1, 2], "{o}");
+    let c = rt.cmd(&["exec", "--preserve-fds", "1", &id, "sh", "-c", LIST_FDS]);
+    let o = rt.exec_cmd(c, io());
+    o.assert_ok();
+    assert_eq!(fd_list(&o.stdout), vec![0, 1, 2, 3], "{o}");
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+    assert_no_leftovers(&rt, &b2);
+}
+
+/// CVE-2024-21626, part 2: `process.cwd` through `/proc/self/fd/N` must not leave the
+/// process in a host directory. Here fd 3 is a host directory handed over on purpose with
+/// `--preserve-fds` (the worst case: init really holds it while it changes directory); every
+/// other N is tried too. Either hull refuses, or the process runs inside the container: it
+/// must never reach a host file through `..`.
+#[test]
+fn cve_2024_21626_cwd_through_a_host_fd_is_refused() {
+    let Some(rt) = setup("cve-2024-21626-cwd") else {
+        return;
+    };
+    // A file only the host has, reached from a host cwd by enough `..`.
+    let marker_dir = rt.scratch().join("marker");
+    std::fs::create_dir_all(&marker_dir).unwrap();
+    let marker = marker_dir.join("secret");
+    std::fs::write(&marker, "HOST-SECRET\n").unwrap();
+    let up = format!("../../../../../../../../..{}", marker.display());
+    let script = format!("cat {up} 2>/dev/null; echo done");
+    let host_dir = || std::fs::File::open(&marker_dir).expect("open marker dir");
+    for n in 3..=9 {
+        let mut b = Bundle::new();
+        b.sh(&script).cwd(&format!("/proc/self/fd/{n}"));
+        let id = rt.id();
+        let o = rt.run_with(
+            &id,
+            &b,
+            &["--preserve-fds", "1"],
+            hull_tests::runtime::Io {
+                extra_fds: vec![(3, host_dir())],
+                ..Default::default()
+            },
+        );
+        assert!(
+            !o.stdout.contains("HOST-SECRET"),
+            "escaped with fd {n}: {o}"
+        );
+        if n == 3 && !rt.is_runc() {
+            o.assert_fail()
+                .assert_error_contains("outside the container's root");
+        }
+        rt.delete_force(&id);
+        assert_no_leftovers(&rt, &b);
+    }
+    // The same through exec --cwd.
+    let mut b = Bundle::new();
+    b.args(&["sleep", "60"]);
+    let id = rt.start_running(&b);
+    let c = rt.cmd(&[
+        "exec",
+        "--preserve-fds",
+        "1",
+        "--cwd",
+        "/proc/self/fd/3",
+        &id,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let o = rt.exec_cmd(
+        c,
+        hull_tests::runtime::Io {
+            extra_fds: vec![(3, host_dir())],
+            ..Default::default()
+        },
+    );
+    assert!(!o.stdout.contains("HOST-SECRET"), "exec escaped: {o}");
+    if !rt.is_runc() {
+        o.assert_fail()
+            .assert_error_contains("outside the container's root");
+    }
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
+
+/// Mount points and filesystem types of the host's mount table, for before/after checks.
+fn host_mounts() -> Vec<String> {
+    let mut v: Vec<String> = hull_tests::mountinfo()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            Some(format!("{} {}", f.get(4)?, f.get(sep + 1)?))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// CVE-2021-30465: a process on the host keeps swapping a mount target directory in the
+/// rootfs with a symlink to `/` (atomically, `renameat2(RENAME_EXCHANGE)`, the exploit's
+/// technique) while `hull run` mounts tmpfs there again and again. Whatever each run
+/// does, nothing may be mounted on the host.
+#[test]
+fn cve_2021_30465_racing_symlink_swap_never_mounts_on_the_host() {
+    let Some(rt) = setup("cve-2021-30465") else {
+        return;
+    };
+    let before = host_mounts();
+    let mut b = Bundle::new();
+    let mnt = b.rootfs().join("mnt");
+    std::fs::create_dir_all(mnt.join("t")).unwrap();
+    std::os::unix::fs::symlink("/", mnt.join("link")).unwrap();
+    // Many mounts on the racing path (and below it) per run widen the window.
+    for i in 0..8 {
+        b.mount("/mnt/t", "tmpfs", "tmpfs", &["size=64k"]);
+        b.mount(&format!("/mnt/t/d{i}"), "tmpfs", "tmpfs", &["size=64k"]);
+    }
+    b.args(&["true"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let stop = stop.clone();
+        let (a, l) = (
+            std::ffi::CString::new(mnt.join("t").as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(mnt.join("link").as_os_str().as_encoded_bytes()).unwrap(),
+        );
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: renameat2 with two NUL-terminated paths we own.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        l.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                if rc == 0 {
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..25 {
+        let id = rt.id();
+        let o = rt.run(&id, &b);
+        if o.ok() {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+        rt.delete_force(&id);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = racer.join().expect("racer");
+    assert!(swaps > 0, "the racer never swapped");
+    eprintln!("30465 race: {ok} runs succeeded, {failed} refused, {swaps} swaps");
+    assert_eq!(host_mounts(), before, "the host's mount table changed");
+    // Nothing was mounted over the host's root or over the bundle's files.
+    assert!(!hull_tests::mountinfo().contains(b.path().to_str().unwrap()));
+    assert_no_leftovers(&rt, &b);
+}
+
+/// CVE-2019-16884: a rootfs whose `/proc` is a symlink (here to a directory with a fake
+/// `self/attr`) is refused, naming `/proc`.
+#[test]
+fn cve_2019_16884_symlinked_proc_is_refused() {
+    let Some(rt) = setup("cve-2019-16884-link") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    let fake = b.rootfs().join("fakeproc");
+    std::fs::create_dir_all(fake.join("self/attr")).unwrap();
+    std::fs::write(fake.join("self/attr/exec"), "").unwrap();
+    std::fs::remove_dir(b.rootfs().join("proc")).unwrap();
+    std::os::unix::fs::symlink("/fakeproc", b.rootfs().join("proc")).unwrap();
+    b.args(&["true"]);
+    let o = rt.run_bundle(&b);
+    o.assert_fail().assert_error_contains("/proc");
+    // Nothing was written through the fake /proc.
+    assert_eq!(
+        std::fs::read_to_string(fake.join("self/attr/exec")).unwrap(),
+        ""
+    );
+    assert_no_leftovers(&rt, &b);
+}
+
+/// CVE-2019-16884: a bind mount that puts a plain directory over `/proc` (a volume the
+/// attacker controls) is refused, before and after the real procfs mount, naming `/proc`.
+#[test]
+fn cve_2019_16884_directory_bound_over_proc_is_refused() {
+    let Some(rt) = setup("cve-2019-16884-bind") else {
+        return;
+    };
+    let fake = rt.scratch().join("fakeproc");
+    std::fs::create_dir_all(fake.join("self/attr")).unwrap();
+    std::fs::write(fake.join("self/attr/exec"), "").unwrap();
+    for proc_first in [true, false] {
+        let mut b = Bundle::new();
+        if !proc_first {
+            b.without_mount("/proc");
+        }
+        b.bind(&fake, "/proc", &["rbind", "rw"]);
+        b.args(&["true"]);
+        let o = rt.run_bundle(&b);
+        o.assert_fail().assert_error_contains("/proc");
+        assert_eq!(
+            std::fs::read_to_string(fake.join("self/attr/exec")).unwrap(),
+            ""
+        );
+        assert_no_leftovers(&rt, &b);
+    }
+}
+
+/// Masked paths stay masked: without CAP_SYS_ADMIN (the `hull spec` capability set) the
+/// container cannot unmount the mask over `/proc/kcore` or mount a fresh procfs to see
+/// it; `/proc/sys` and `/proc/sysrq-trigger` are read-only. Also the other `hull spec`
+/// defaults: noNewPrivileges, the seccomp profile, the pids limit.
+#[test]
+fn masked_paths_stay_masked_and_proc_sys_is_read_only_with_hull_spec_defaults() {
+    let Some(rt) = setup("masked-defaults") else {
+        return;
+    };
+    hull_only!(rt, "runc spec sets no pids limit and no seccomp profile");
+    let mut b = Bundle::new();
+    let script = r#"
+        for p in /proc/kcore /proc/keys /proc/timer_list; do
+            test -e $p || continue
+            umount $p 2>/dev/null && echo UNMASKED-umount-$p
+            umount -l $p 2>/dev/null && echo UNMASKED-lazy-$p
+            echo masked-bytes=$(head -c 16 $p | wc -c)
+        done
+        mount -t proc proc /tmp 2>/dev/null && echo MOUNTED-proc
+        d=$(cat /proc/sys/kernel/domainname)
+        echo "$d" > /proc/sys/kernel/domainname 2>/dev/null && echo WROTE-proc-sys
+        if test -e /proc/sysrq-trigger; then
+            echo h > /proc/sysrq-trigger 2>/dev/null && echo WROTE-sysrq
+        else
+            echo no-sysrq
+        fi
+        mount -o remount,rw /proc/sys 2>/dev/null && echo REMOUNTED
+        grep -E ' /proc/(sys|sysrq-trigger) ' /proc/self/mountinfo | cut -d' ' -f5,6
+        grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status
+        cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max
+    "#;
+    hull_spec_config(&rt, &mut b, &["sh", "-c", script]);
+    let o = rt.run_bundle(&b);
+    o.assert_ok();
+    for bad in [
+        "UNMASKED",
+        "MOUNTED-proc",
+        "WROTE-proc-sys",
+        "WROTE-sysrq",
+        "REMOUNTED",
+    ] {
+        assert!(!o.stdout.contains(bad), "{bad}: {o}");
+    }
+    // Every masked file present reads empty (the host kernel here has no /proc/kcore).
+    assert!(o.stdout.contains("masked-bytes=0"), "{o}");
+    assert!(
+        !o.stdout
+            .lines()
+            .any(|l| l.starts_with("masked-bytes=") && l != "masked-bytes=0"),
+        "{o}"
+    );
+    let mut ro_paths = vec!["/proc/sys"];
+    if !o.stdout.contains("no-sysrq") {
+        ro_paths.push("/proc/sysrq-trigger");
+    } else {
+        eprintln!("note: this kernel has no /proc/sysrq-trigger; only /proc/sys checked");
+    }
+    for path in ro_paths {
+        let line = o
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{path} ")))
+            .unwrap_or_else(|| panic!("{path} is not a mount: {o}"));
+        assert!(
+            line.split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .split(',')
+                .any(|f| f == "ro"),
+            "{line}"
+        );
+    }
+    assert!(o.stdout.contains("NoNewPrivs:\t1"), "{o}");
+    assert!(o.stdout.contains("Seccomp:\t2"), "{o}");
+    // CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE: no CAP_SYS_ADMIN (bit 21).
+    assert!(o.stdout.contains("CapEff:\t0000000020000420"), "{o}");
+    assert!(
+        o.stdout.lines().any(|l| l.trim() == "4096"),
+        "pids limit: {o}"
+    );
+    assert_no_leftovers(&rt, &b);
 }

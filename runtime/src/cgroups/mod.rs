@@ -81,6 +81,33 @@ impl ContainerCgroup {
         resources: Option<&LinuxResources>,
         pid: i32,
     ) -> Result<Self, CgroupError> {
+        let (cg, mut undo) = Self::build(path, resources)?;
+        undo.original = original_cgroups(pid);
+        undo.pid = Some(pid);
+        cg.join(pid)?;
+        undo.disarm();
+        tracing::info!(cgroup = %cg.path, pid, "cgroup created");
+        Ok(cg)
+    }
+
+    /// [`create`](Self::create) without adding a process: the cgroup exists with its limits
+    /// applied and no member yet. Add one with [`add_process`](Self::add_process) (the caller
+    /// removes the cgroup with [`destroy`](Self::destroy) if that fails). Lets `create`
+    /// overlap the slow first `cgroup.procs` write (an RCU grace period on cgroup v1) with
+    /// the container's mount set-up.
+    pub fn create_empty(
+        path: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Self, CgroupError> {
+        let (cg, mut undo) = Self::build(path, resources)?;
+        undo.disarm();
+        tracing::info!(cgroup = %cg.path, "cgroup created (no member yet)");
+        Ok(cg)
+    }
+
+    /// The directories in every hierarchy with `resources` applied; `Undo` removes them
+    /// unless disarmed.
+    fn build(path: &str, resources: Option<&LinuxResources>) -> Result<(Self, Undo), CgroupError> {
         let path = path::normalize(path)?;
         let layout = Layout::current()?;
         let mode = layout.mode()?;
@@ -155,13 +182,7 @@ impl ContainerCgroup {
             env: &env,
         };
         apply::apply(&target, res, &plan)?;
-
-        undo.original = original_cgroups(pid);
-        undo.pid = Some(pid);
-        cg.join(pid)?;
-        undo.disarm();
-        tracing::info!(cgroup = %cg.path, pid, ?mode, "cgroup created");
-        Ok(cg)
+        Ok((cg, undo))
     }
 
     /// Add another process (e.g. an exec'd one) to the cgroup.

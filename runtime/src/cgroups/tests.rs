@@ -866,3 +866,20 @@ fn real_errors_leave_nothing_behind() {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }
+
+#[test]
+fn root_create_empty_applies_limits_then_add_process_joins() {
+    require_real_cgroups!();
+    let fx = Fixture::new();
+    let mut res = LinuxResources::default();
+    let mut pids = oci_spec::runtime::LinuxPids::default();
+    pids.set_limit(33);
+    res.set_pids(Some(pids));
+    let cg = ContainerCgroup::create_empty(&fx.path, Some(&res)).expect("create_empty");
+    assert!(cg.pids().unwrap().is_empty(), "a member before add_process");
+    if let Some((_, dir)) = dir_for(&cg.dirs, "pids") {
+        assert_eq!(read(dir, "pids.max"), "33");
+    }
+    cg.add_process(fx.pid()).unwrap();
+    assert_eq!(cg.pids().unwrap(), vec![fx.pid()]);
+}

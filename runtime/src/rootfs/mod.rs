@@ -177,6 +177,17 @@ fn open_rootfs(rootfs: &Path) -> Result<OwnedFd, RootfsError> {
 
 /// Before pivot: propagation, rootfs bind, every `mounts` entry, default and `linux.devices`.
 pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
+    prepare_with_cgroup_barrier(plan, &mut || Ok(()))
+}
+
+/// [`prepare`], calling `cgroup_barrier` once before anything that needs init to be in its
+/// cgroup (the first `cgroup`/`cgroup2` mount, which shows init's own cgroup directories)
+/// or, without such a mount, at the end. Mounts before it overlap with the parent placing
+/// init in its cgroup.
+pub fn prepare_with_cgroup_barrier(
+    plan: &RootfsPlan,
+    cgroup_barrier: &mut dyn FnMut() -> Result<(), RootfsError>,
+) -> Result<(), RootfsError> {
     if !plan.rootfs.is_absolute() {
         return Err(RootfsError::Other(format!(
             "rootfs {:?} is not an absolute path",
@@ -201,11 +212,20 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
     // Opened after the bind so that it holds the new mount (the one we pivot into).
     let root = open_rootfs(plan.rootfs)?;
     let ctx = mounts::Ctx::new(root, plan)?;
+    let mut in_cgroup = false;
     for (index, m) in plan.spec.mounts().iter().flatten().enumerate() {
+        if !in_cgroup && matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            cgroup_barrier()?;
+            in_cgroup = true;
+        }
         ctx.mount(index, m)?;
     }
+    // Device nodes need no cgroup: every one hull creates is in the device allow list.
     if devices::needs_setup(plan.spec) {
         devices::setup(ctx.root(), plan.spec, plan.in_user_ns)?;
+    }
+    if !in_cgroup {
+        cgroup_barrier()?;
     }
     Ok(())
 }

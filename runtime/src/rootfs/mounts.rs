@@ -102,6 +102,9 @@ pub struct Ctx<'a> {
     root_real: PathBuf,
     bundle: &'a Path,
     cgroupns: bool,
+    /// The container has its own user namespace (sysfs may not be mountable: see
+    /// `mount_proc_or_sys`).
+    in_user_ns: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -113,6 +116,7 @@ impl<'a> Ctx<'a> {
             root_real,
             bundle: plan.bundle,
             cgroupns: has_namespace(plan.spec, LinuxNamespaceType::Cgroup),
+            in_user_ns: plan.in_user_ns,
         })
     }
 
@@ -381,7 +385,25 @@ impl<'a> Ctx<'a> {
             .map_err(|errno| e.err("create mountpoint", errno))?;
         self.check_mountpoint(e, &dst)?;
         let data = e.opts.data().map(str::to_string);
-        let new = self.mount_fs(e, &dst, &self.fs_source(e), e.opts.flags, data.as_deref())?;
+        let new = match self.mount_fs(e, &dst, &self.fs_source(e), e.opts.flags, data.as_deref()) {
+            // Rootless and other user namespaces without a network namespace of their own
+            // cannot mount sysfs (EPERM): bind the host's /sys instead, with the entry's
+            // flags (read-only stays read-only), as runc does.
+            Err(err)
+                if e.typ == "sysfs" && self.in_user_ns && err.errno() == Some(Errno::EPERM) =>
+            {
+                tracing::debug!("{err}: bind-mounting /sys instead");
+                let mut opts = e.opts.clone();
+                opts.flags |= libc::MS_BIND | libc::MS_REC;
+                return self.mount_bind(&Entry {
+                    typ: "bind".into(),
+                    source: Some(PathBuf::from("/sys")),
+                    opts,
+                    ..e.clone()
+                });
+            }
+            other => other?,
+        };
         let (want, name) = if e.typ == "proc" {
             (PROC_SUPER_MAGIC, "procfs")
         } else {

@@ -370,3 +370,53 @@ fn notify_load_returns_a_listener_fd() {
     // The child loaded the filter (load succeeded) and exited without calling getppid.
     assert_eq!(st, WaitStatus::Exited(st.pid().expect("pid"), 0));
 }
+
+fn small_profile(errno: u32) -> LinuxSeccomp {
+    serde_json::from_value(serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno}]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn compiled_programs_round_trip() {
+    let filter = compile(&small_profile(38)).unwrap();
+    let back = Filter::from_compiled(filter.to_compiled());
+    assert_eq!(back.to_compiled(), filter.to_compiled());
+    assert_eq!(back.len(), filter.len());
+    assert_eq!(back.flags(), filter.flags());
+}
+
+#[test]
+fn the_cache_returns_the_same_program_and_tells_profiles_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let first = compile_cached(&small_profile(38), &cache).unwrap();
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    let hit = compile_cached(&small_profile(38), &cache).unwrap();
+    assert_eq!(hit, first);
+    let other = compile_cached(&small_profile(1), &cache).unwrap();
+    assert_ne!(
+        other, first,
+        "a different profile must not reuse the cached program"
+    );
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+    // Entries whose recorded profile differs from the key (a collision, or a file put there
+    // under the right name) are not used: give every entry another key and another program.
+    for entry in std::fs::read_dir(&cache).unwrap().flatten() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        v["key"] = json!("another profile");
+        v["compiled"] = serde_json::to_value(&other).unwrap();
+        std::fs::write(entry.path(), v.to_string()).unwrap();
+    }
+    let again = compile_cached(&small_profile(38), &cache).unwrap();
+    assert_eq!(again, first);
+}
+
+#[test]
+fn an_unwritable_cache_still_compiles() {
+    let again = compile_cached(&small_profile(38), Path::new("/proc/no-such-dir/cache")).unwrap();
+    assert_eq!(again, compile(&small_profile(38)).unwrap().to_compiled());
+}

@@ -135,7 +135,8 @@ fn check_id_mappings(spec: &Spec, ns: &NamespaceSet) -> Result<(), SpecError> {
             }
             return Ok(());
         }
-        Some(user) if user.path.is_none() => {
+        // io.hull.userns=auto: the runtime fills in the mappings at create.
+        Some(user) if user.path.is_none() && !crate::annotations::userns_auto(spec)? => {
             for (name, maps) in [("uidMappings", uid_maps), ("gidMappings", gid_maps)] {
                 if maps.is_empty() {
                     return Err(SpecError::UserNsWithoutMappings {

@@ -169,6 +169,7 @@ fn check_annotations(spec: &Spec) -> Result<(), SpecError> {
         ));
     }
     annotations::isolation(spec)?;
+    annotations::userns_auto(spec)?;
     Ok(())
 }
 

@@ -1,0 +1,446 @@
+//! User namespace id maps: writing a new user namespace's `uid_map`/`gid_map` (directly as
+//! root, through `newuidmap`/`newgidmap` when unprivileged), and the `io.hull.userns=auto`
+//! id-range allocator.
+//!
+//! **Maps.** Root writes `/proc/<pid>/{uid,gid}_map` itself, any number of ranges. An
+//! unprivileged hull may write a map itself only when it maps exactly its own id (one
+//! range of size 1); for a gid map that needs `setgroups` set to `deny` first, so the
+//! container cannot drop groups (`process_setup` then skips `setgroups`). Any other map is
+//! handed to the setuid helpers of Debian's `uidmap` package, which check it against
+//! `/etc/subuid` and `/etc/subgid`.
+//!
+//! **`io.hull.userns=auto`.** Each such container gets the lowest free 65,536-id slot of a
+//! pool, by default host ids from [`DEFAULT_BASE`] ([`BASE_ENV`], [`SLOTS_ENV`] change it).
+//! The slot is chosen under an exclusive `flock` of the `--root` directory itself (nothing
+//! else locks it; per-container commands lock files inside the container directories) by
+//! reading the allocations of every container under the same `--root`, and is recorded in the
+//! container's own state directory ([`RECORD_FILE`]) before the lock is released, so two
+//! concurrent `create`s never pick the same slot. Deleting the container removes its state
+//! directory and with it the allocation. A stopped but not deleted container keeps its
+//! range.
+//!
+//! Rootfs ownership is not changed: files appear owned by root in the container only if the
+//! rootfs is owned by the range's first host id.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci_spec::runtime::LinuxIdMapping;
+
+/// First host id of the default pool.
+pub const DEFAULT_BASE: u32 = 1_000_000;
+/// Number of slots of the default pool (ids up to about 68 million).
+pub const DEFAULT_SLOTS: u32 = 1024;
+/// Environment variable overriding [`DEFAULT_BASE`].
+pub const BASE_ENV: &str = "HULL_USERNS_AUTO_BASE";
+/// Environment variable overriding [`DEFAULT_SLOTS`].
+pub const SLOTS_ENV: &str = "HULL_USERNS_AUTO_SLOTS";
+/// The allocation record in a container's state directory: the first host id, in decimal.
+pub const RECORD_FILE: &str = "userns-auto";
+
+const SIZE: u32 = hull_specs::annotations::USERNS_AUTO_SIZE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsernsError {
+    #[error("{field}: writing {path:?}: {source}")]
+    WriteMap {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{field}: running {program} (needed to map ids other than hull's own as an unprivileged user; Debian package uidmap): {source}")]
+    Helper {
+        field: &'static str,
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{field}: {program} refused the mapping ({status}): {stderr} (are the ranges in /etc/sub{kind}?)")]
+    HelperFailed {
+        field: &'static str,
+        program: &'static str,
+        kind: &'static str,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("annotations[\"io.hull.userns\"]: {var}: {reason}")]
+    Config { var: &'static str, reason: String },
+    #[error("annotations[\"io.hull.userns\"]: all {slots} id ranges from host id {base} are in use under {root:?}")]
+    Exhausted {
+        base: u32,
+        slots: u32,
+        root: PathBuf,
+    },
+    #[error("annotations[\"io.hull.userns\"]: {what} {path:?}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spec(#[from] hull_specs::SpecError),
+}
+
+// ---- id maps ---------------------------------------------------------------------------
+
+/// `uid` or `gid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Uid,
+    Gid,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Uid => "uid",
+            Kind::Gid => "gid",
+        }
+    }
+    fn field(self) -> &'static str {
+        match self {
+            Kind::Uid => "linux.uidMappings",
+            Kind::Gid => "linux.gidMappings",
+        }
+    }
+    fn helper(self) -> &'static str {
+        match self {
+            Kind::Uid => "newuidmap",
+            Kind::Gid => "newgidmap",
+        }
+    }
+}
+
+/// How one map gets written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapWriter {
+    /// Write `/proc/<pid>/<kind>_map` ourselves.
+    Direct,
+    /// Write `deny` to `/proc/<pid>/setgroups`, then the gid map ourselves (an unprivileged
+    /// process mapping its own gid).
+    DirectDenySetgroups,
+    /// Run `newuidmap`/`newgidmap`.
+    Helper,
+}
+
+/// The writer for a map: `privileged` is hull running as root, `own` hull's euid (or egid).
+pub fn map_writer(maps: &[LinuxIdMapping], privileged: bool, own: u32, gid: bool) -> MapWriter {
+    let only_own = matches!(maps, [m] if m.size() == 1 && m.host_id() == own);
+    match (privileged, only_own, gid) {
+        (true, _, _) => MapWriter::Direct,
+        (false, true, false) => MapWriter::Direct,
+        (false, true, true) => MapWriter::DirectDenySetgroups,
+        (false, false, _) => MapWriter::Helper,
+    }
+}
+
+/// The text of a `uid_map`/`gid_map`: one `container host size` line per range.
+pub fn map_text(maps: &[LinuxIdMapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+/// Write the id maps of the new user namespace of process `pid` (still waiting for them).
+pub fn write_id_maps(
+    pid: i32,
+    uid_maps: &[LinuxIdMapping],
+    gid_maps: &[LinuxIdMapping],
+) -> Result<(), UsernsError> {
+    let euid = nix::unistd::geteuid();
+    let egid = nix::unistd::getegid();
+    let privileged = euid.is_root();
+    for (kind, maps, own) in [
+        (Kind::Uid, uid_maps, euid.as_raw()),
+        (Kind::Gid, gid_maps, egid.as_raw()),
+    ] {
+        match map_writer(maps, privileged, own, kind == Kind::Gid) {
+            MapWriter::Direct => write_map_file(pid, kind, maps)?,
+            MapWriter::DirectDenySetgroups => {
+                let path = PathBuf::from(format!("/proc/{pid}/setgroups"));
+                fs::write(&path, b"deny").map_err(|source| UsernsError::WriteMap {
+                    field: kind.field(),
+                    path,
+                    source,
+                })?;
+                write_map_file(pid, kind, maps)?;
+            }
+            MapWriter::Helper => run_helper(pid, kind, maps)?,
+        }
+    }
+    Ok(())
+}
+
+fn write_map_file(pid: i32, kind: Kind, maps: &[LinuxIdMapping]) -> Result<(), UsernsError> {
+    let path = PathBuf::from(format!("/proc/{pid}/{}_map", kind.name()));
+    // One write(2): the kernel accepts a map once, whole.
+    fs::write(&path, map_text(maps).as_bytes()).map_err(|source| UsernsError::WriteMap {
+        field: kind.field(),
+        path,
+        source,
+    })
+}
+
+fn run_helper(pid: i32, kind: Kind, maps: &[LinuxIdMapping]) -> Result<(), UsernsError> {
+    let program = kind.helper();
+    let mut cmd = Command::new(program);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.arg(m.container_id().to_string())
+            .arg(m.host_id().to_string())
+            .arg(m.size().to_string());
+    }
+    // The helper must not inherit our sync socket or the container's stdio.
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let out = cmd.output().map_err(|source| UsernsError::Helper {
+        field: kind.field(),
+        program,
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(UsernsError::HelperFailed {
+            field: kind.field(),
+            program,
+            kind: kind.name(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+// ---- io.hull.userns=auto -----------------------------------------------------------------
+
+/// The pool of host ids `auto` ranges come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub base: u32,
+    pub slots: u32,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            base: DEFAULT_BASE,
+            slots: DEFAULT_SLOTS,
+        }
+    }
+}
+
+impl Pool {
+    /// The default pool, with [`BASE_ENV`] and [`SLOTS_ENV`] applied.
+    pub fn from_env() -> Result<Self, UsernsError> {
+        let get = |var: &'static str, default: u32| match std::env::var(var) {
+            Err(_) => Ok(default),
+            Ok(v) => v.trim().parse::<u32>().map_err(|e| UsernsError::Config {
+                var,
+                reason: format!("{v:?}: {e}"),
+            }),
+        };
+        let pool = Pool {
+            base: get(BASE_ENV, DEFAULT_BASE)?,
+            slots: get(SLOTS_ENV, DEFAULT_SLOTS)?,
+        };
+        if pool.base == 0 || pool.slots == 0 {
+            return Err(UsernsError::Config {
+                var: BASE_ENV,
+                reason:
+                    "the base and the number of slots must be greater than 0 (host id 0 is root)"
+                        .into(),
+            });
+        }
+        if u64::from(pool.base) + u64::from(pool.slots) * u64::from(SIZE) > 1 << 32 {
+            return Err(UsernsError::Config {
+                var: SLOTS_ENV,
+                reason: format!(
+                    "{} slots of {SIZE} ids from {} exceed the 32-bit id range",
+                    pool.slots, pool.base
+                ),
+            });
+        }
+        Ok(pool)
+    }
+
+    /// The first host id of the lowest slot no range in `used` overlaps.
+    pub fn pick(&self, used: &[u32]) -> Option<u32> {
+        (0..self.slots)
+            .map(|i| self.base + i * SIZE)
+            .find(|&start| {
+                used.iter().all(|&u| {
+                    let (a, b) = (u64::from(start), u64::from(u));
+                    a + u64::from(SIZE) <= b || b + u64::from(SIZE) <= a
+                })
+            })
+    }
+}
+
+/// The range recorded in a container's state directory, if any.
+pub fn allocated(state_dir: &Path) -> Option<u32> {
+    fs::read_to_string(state_dir.join(RECORD_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Choose a free range for the container whose state directory is `state_dir` (under
+/// `root`) and record it there. Returns the range's first host id.
+pub fn allocate(root: &Path, state_dir: &Path, pool: Pool) -> Result<u32, UsernsError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| UsernsError::Io { what, path, source }
+    };
+    // The root directory is the lock: no file to leave behind. Released when `lock` is
+    // dropped, after the record is written.
+    let dir = fs::File::open(root).map_err(io("opening", root))?;
+    let lock =
+        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            UsernsError::Io {
+                what: "locking",
+                path: root.to_path_buf(),
+                source: e.into(),
+            }
+        })?;
+    let mut used = Vec::new();
+    for entry in fs::read_dir(root).map_err(io("reading", root))?.flatten() {
+        let dir = entry.path();
+        if dir != state_dir && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            used.extend(allocated(&dir));
+        }
+    }
+    let start = pool.pick(&used).ok_or_else(|| UsernsError::Exhausted {
+        base: pool.base,
+        slots: pool.slots,
+        root: root.to_path_buf(),
+    })?;
+    let record = state_dir.join(RECORD_FILE);
+    let tmp = state_dir.join(format!(".{RECORD_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(start.to_string().as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &record)
+    };
+    write().map_err(io("recording the range in", &record))?;
+    drop(lock);
+    Ok(start)
+}
+
+/// For a spec annotated `io.hull.userns=auto`: allocate a range for it (see [`allocate`])
+/// and put the user namespace and its mappings into `spec`. Returns the range's first host
+/// id, or None when the spec does not ask for it.
+pub fn apply_if_annotated(
+    root: &Path,
+    state_dir: &Path,
+    spec: &mut hull_specs::Spec,
+) -> Result<Option<u32>, UsernsError> {
+    if !hull_specs::annotations::userns_auto(spec)? {
+        return Ok(None);
+    }
+    let start = allocate(root, state_dir, Pool::from_env()?)?;
+    hull_specs::annotations::apply_userns_auto(spec, start)?;
+    Ok(Some(start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(c: u32, h: u32, s: u32) -> LinuxIdMapping {
+        oci_spec::runtime::LinuxIdMappingBuilder::default()
+            .container_id(c)
+            .host_id(h)
+            .size(s)
+            .build()
+            .expect("mapping")
+    }
+
+    #[test]
+    fn several_ranges_become_several_lines() {
+        let maps = [m(0, 1000, 1), m(1, 100000, 65536)];
+        assert_eq!(map_text(&maps), "0 1000 1\n1 100000 65536\n");
+    }
+
+    #[test]
+    fn writer_choice() {
+        let own = [m(0, 1000, 1)];
+        let sub = [m(0, 1000, 1), m(1, 100000, 65536)];
+        assert_eq!(map_writer(&sub, true, 0, false), MapWriter::Direct);
+        assert_eq!(map_writer(&sub, true, 0, true), MapWriter::Direct);
+        assert_eq!(map_writer(&own, false, 1000, false), MapWriter::Direct);
+        assert_eq!(
+            map_writer(&own, false, 1000, true),
+            MapWriter::DirectDenySetgroups
+        );
+        assert_eq!(map_writer(&own, false, 1001, false), MapWriter::Helper);
+        assert_eq!(map_writer(&sub, false, 1000, true), MapWriter::Helper);
+    }
+
+    #[test]
+    fn pick_lowest_free_slot() {
+        let p = Pool {
+            base: 1_000_000,
+            slots: 3,
+        };
+        assert_eq!(p.pick(&[]), Some(1_000_000));
+        assert_eq!(p.pick(&[1_000_000]), Some(1_065_536));
+        assert_eq!(p.pick(&[1_065_536]), Some(1_000_000));
+        assert_eq!(p.pick(&[1_000_000, 1_065_536, 1_131_072]), None);
+        // A record off the grid (another base) blocks every slot it overlaps.
+        assert_eq!(p.pick(&[1_000_001]), Some(1_131_072));
+    }
+
+    #[test]
+    fn allocate_records_and_frees_with_the_state_dir() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let pool = Pool {
+            base: 2_000_000,
+            slots: 2,
+        };
+        let dirs: Vec<PathBuf> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let d = root.path().join(n);
+                fs::create_dir(&d).expect("mkdir");
+                d
+            })
+            .collect();
+        let a = allocate(root.path(), &dirs[0], pool).expect("a");
+        let b = allocate(root.path(), &dirs[1], pool).expect("b");
+        assert_eq!((a, b), (2_000_000, 2_065_536));
+        assert_eq!(allocated(&dirs[0]), Some(a));
+        let e = allocate(root.path(), &dirs[2], pool).expect_err("pool full");
+        assert!(e.to_string().contains("io.hull.userns"), "{e}");
+        fs::remove_dir_all(&dirs[0]).expect("delete a");
+        assert_eq!(allocate(root.path(), &dirs[2], pool).ok(), Some(a));
+    }
+
+    #[test]
+    fn concurrent_allocations_never_share() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let pool = Pool {
+            base: 3_000_000,
+            slots: 64,
+        };
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let root = root.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let d = root.join(format!("c{i}"));
+                    fs::create_dir(&d).expect("mkdir");
+                    allocate(&root, &d, pool).expect("allocate")
+                })
+            })
+            .collect();
+        let mut got: Vec<u32> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), 16);
+    }
+}
