@@ -17,7 +17,9 @@
 //! * "wait for exit": this process is a child subreaper, so once `create` returns the
 //!   container's init is reparented to us and we `waitpid` it directly (pidfd fallback).
 
-use hull_tests::bundle::Bundle;
+use hull_tests::bundle::{Bundle, CGROUP_PARENT};
+use hull_tests::containerd::{self, Containerd};
+use hull_tests::oci_image::{self, OciImage};
 use hull_tests::runtime::Runtime;
 use hull_tests::util::unique;
 use std::fs::File;
@@ -44,6 +46,12 @@ struct Opts {
     /// Containers each throughput batch creates in total (at least N, one per worker).
     throughput_total: usize,
     only: Option<Vec<String>>,
+    /// Timed `ctr run --rm` iterations of each containerd row (2 with --quick).
+    containerd_iterations: usize,
+    /// Shim RSS samples per shim/runtime.
+    containerd_rss_iterations: usize,
+    /// Where `containerd-shim-hull-v2` is (`--shim-dir`).
+    shim_dir: Option<PathBuf>,
     out: Option<PathBuf>,
     unshare: bool,
     no_hyperfine: bool,
@@ -55,6 +63,7 @@ fn usage() -> ! {
          \x20                 [--iterations N] [--warmup N] [--throughput 1,2,8,32]\n\
          \x20                 [--only run,cycle,exec,throughput,rss,size,containerd]\n\
          \x20                 [--out FILE.md] [--no-unshare] [--no-hyperfine]\n\
+         \x20                 [--shim-dir DIR (of containerd-shim-hull-v2)]\n\
          Prints a Markdown table comparing hull, runc and crun. Must run as root."
     );
     std::process::exit(2)
@@ -79,6 +88,9 @@ fn parse_opts() -> Opts {
         throughput_reps: 3,
         throughput_total: 64,
         only: None,
+        containerd_iterations: 40,
+        containerd_rss_iterations: 3,
+        shim_dir: None,
         out: None,
         unshare: true,
         no_hyperfine: false,
@@ -102,6 +114,7 @@ fn parse_opts() -> Opts {
             }
             "--only" => o.only = Some(val().split(',').map(str::to_owned).collect()),
             "--out" => o.out = Some(val().into()),
+            "--shim-dir" => o.shim_dir = Some(val().into()),
             "--no-unshare" => o.unshare = false,
             "--no-hyperfine" => o.no_hyperfine = true,
             "-h" | "--help" => usage(),
@@ -114,9 +127,12 @@ fn parse_opts() -> Opts {
         o.rss_iterations = 2;
         o.throughput_reps = 1;
         o.throughput_total = 0; // one container per worker
+        o.containerd_iterations = 2;
+        o.containerd_rss_iterations = 1;
     }
     if let Some(n) = explicit_iters {
         o.iterations = n;
+        o.containerd_iterations = n;
     }
     o
 }
@@ -1114,37 +1130,344 @@ fn bench_size(cx: &Ctx) -> Vec<Row> {
     ]
 }
 
-/// containerd rows (`ctr run --rm` through the runc shim driving runc, crun and hull as
-/// `BinaryName`, and `containerd-shim-hull-v2`; shim RSS per running container).
-///
-/// Not measured yet: the containerd integration issue adds it here. The plan: start a
-/// private containerd (own `--root`/`--state`/socket under a temp dir, inside this mount
-/// namespace), `ctr image import` an OCI layout tar of the same busybox rootfs, then per
-/// row time `ctr --address S run --rm --runtime io.containerd.runc.v2
-/// --runc-binary <bin> IMG id /bin/true` (and `--runtime io.containerd.hull.v2` for the hull
-/// shim), and read VmRSS of each shim process with N containers running.
-fn bench_containerd(_cx: &Ctx) -> Vec<Row> {
-    let na = || Cell::Na("n/a (containerd integration not implemented yet)".into());
-    vec![
-        Row::new(
-            "`ctr run --rm` /bin/true, runc shim → runtime",
-            "ms",
-            true,
-            [na(), na(), na()],
-        ),
-        Row::new(
-            "`ctr run --rm` /bin/true, containerd-shim-hull-v2",
-            "ms",
-            true,
-            [na(), na(), na()],
-        ),
-        Row::new(
-            "shim RSS per running container",
-            "MiB",
-            true,
-            [na(), na(), na()],
-        ),
-    ]
+/// How `ctr run` reaches a runtime in the containerd rows.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// containerd-shim-runc-v2 (`io.containerd.runc.v2`) with this runtime as `BinaryName`.
+    RuncShim(Who),
+    /// containerd-shim-hull-v2 (`io.containerd.hull.v2`).
+    HullShim,
+}
+const VIAS: [Via; 4] = [
+    Via::RuncShim(Who::Hull),
+    Via::RuncShim(Who::Runc),
+    Via::RuncShim(Who::Crun),
+    Via::HullShim,
+];
+
+impl Via {
+    fn idx(self) -> usize {
+        match self {
+            Via::RuncShim(w) => w.idx(),
+            Via::HullShim => 3,
+        }
+    }
+    fn name(self) -> String {
+        match self {
+            Via::RuncShim(w) => format!("containerd-shim-runc-v2 → {}", w.name()),
+            Via::HullShim => HULL_SHIM.into(),
+        }
+    }
+}
+
+const HULL_SHIM: &str = "containerd-shim-hull-v2";
+
+/// Where `containerd-shim-hull-v2` is: `--shim-dir`, `$HULL_SHIM_DIR`, next to hull, or the
+/// workspace target's release dir.
+fn shim_dir(o: &Opts) -> PathBuf {
+    if let Some(d) = &o.shim_dir {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("HULL_SHIM_DIR").filter(|d| !d.is_empty()) {
+        return d.into();
+    }
+    let next_to_hull = o.hull.parent().map(Path::to_path_buf).unwrap_or_default();
+    if next_to_hull.join(HULL_SHIM).exists() {
+        return next_to_hull;
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"))
+        .join("release")
+}
+
+/// The private containerd of the containerd rows, with the busybox image imported.
+struct CdEnv {
+    cd: Containerd,
+    image: OciImage,
+    runc: PathBuf,
+    hull: PathBuf,
+    crun: PathBuf,
+}
+
+impl CdEnv {
+    /// `run [extra] --fifo-dir F --cgroup C <runtime options> IMAGE ID ARGS...`
+    fn run_args(&self, via: Via, extra: &[&str], id: &str, args: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = vec!["run".into()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend([
+            "--fifo-dir".into(),
+            self.cd.fifo_dir().display().to_string(),
+            "--cgroup".into(),
+            format!("{CGROUP_PARENT}/{id}"),
+        ]);
+        match via {
+            Via::RuncShim(w) => {
+                v.extend(["--runtime".into(), "io.containerd.runc.v2".into()]);
+                let bin = match w {
+                    Who::Hull => Some(&self.hull),
+                    Who::Crun => Some(&self.crun),
+                    // runc: the shim's default ("runc" on PATH) unless another was given.
+                    Who::Runc => (self.runc != Path::new("/usr/sbin/runc")).then_some(&self.runc),
+                };
+                if let Some(b) = bin {
+                    v.extend(["--runc-binary".into(), b.display().to_string()]);
+                }
+                // Never the host's /run/containerd/runc: a root of each runtime's own.
+                v.extend([
+                    "--runc-root".into(),
+                    self.cd.runc_root().join(w.name()).display().to_string(),
+                ]);
+            }
+            Via::HullShim => v.extend(["--runtime".into(), "io.containerd.hull.v2".into()]),
+        }
+        v.push(self.image.name.clone());
+        v.push(id.into());
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// `ctr ARGS` against our containerd, timed like every other CLI call.
+    fn timed_ctr(&self, args: &[String]) -> Call {
+        let mut cmd = self.cd.ctr_cmd();
+        cmd.args(args);
+        timed(cmd, &self.cd.scratch().join("ctr-stderr.log"))
+    }
+
+    /// Kill and remove task and container `id` (best effort).
+    fn remove(&self, id: &str) {
+        let _ = self.cd.ctr(&["task", "delete", "-f", id]);
+        let _ = self.cd.ctr(&["container", "delete", id]);
+    }
+
+    /// `ctr run -d` a sleeping container through `via`, read the VmRSS (MiB) of the shim
+    /// serving it (the parent of its init), remove it.
+    fn shim_rss(&self, via: Via) -> Result<f64, String> {
+        let id = unique("bench-cd-rss");
+        let c = self.timed_ctr(&self.run_args(via, &["-d"], &id, &["sleep", "100000"]));
+        let r = if c.ok {
+            self.shim_rss_of(via, &id)
+        } else {
+            Err(c.err)
+        };
+        self.remove(&id);
+        r
+    }
+
+    fn shim_rss_of(&self, via: Via, id: &str) -> Result<f64, String> {
+        let ls = self.cd.ctr(&["task", "ls"]);
+        let pid: i32 = ls
+            .stdout
+            .lines()
+            .find_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                (cols.first() == Some(&id)).then(|| cols.get(1)?.parse().ok())?
+            })
+            .ok_or_else(|| format!("task {id} not in `ctr task ls`: {ls}"))?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        let ppid: i32 = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            .ok_or_else(|| format!("no ppid in /proc/{pid}/stat"))?;
+        let shims = self.cd.shim_pids();
+        if !shims.contains(&ppid) {
+            return Err(format!(
+                "parent {ppid} of task {id} (pid {pid}) is not one of our shims {shims:?}"
+            ));
+        }
+        let exe = std::fs::read_link(format!("/proc/{ppid}/exe")).unwrap_or_default();
+        let want = match via {
+            Via::RuncShim(_) => "containerd-shim-runc-v2",
+            Via::HullShim => HULL_SHIM,
+        };
+        if !exe.ends_with(want) {
+            return Err(format!("shim {ppid} is {exe:?}, not {want}"));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{ppid}/status"))
+            .map_err(|e| format!("/proc/{ppid}/status: {e}"))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| format!("no VmRSS for shim {ppid}"))?;
+        Ok(kib / 1024.0)
+    }
+}
+
+/// containerd rows: one private containerd for all of them (`containerd::Containerd`:
+/// own config, root, state and socket under a temp dir, started in this mount namespace,
+/// stopped by pid on drop), the busybox image imported once, then interleaved
+/// `ctr run --rm IMG ID /bin/true` through containerd-shim-runc-v2 driving hull, runc and
+/// crun as `BinaryName`, and through containerd-shim-hull-v2; then the VmRSS of the shim
+/// serving one running (`sleep`) container, for each of the four.
+fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
+    let rows = |time: [Cell; 4], rss: [Cell; 4]| {
+        let [th, tr, tc, ts] = time;
+        let [rh, rr, rc, rs] = rss;
+        vec![
+            Row::new(
+                "`ctr run --rm` /bin/true, containerd-shim-runc-v2 → runtime (BinaryName)",
+                "ms",
+                true,
+                [th, tr.clone(), tc.clone()],
+            ),
+            Row::new(
+                "`ctr run --rm` /bin/true, hull: containerd-shim-hull-v2 (runc, crun: as above)",
+                "ms",
+                true,
+                [ts, tr, tc],
+            ),
+            Row::new(
+                "shim VmRSS per running container, containerd-shim-runc-v2 → runtime",
+                "MiB",
+                true,
+                [rh, rr.clone(), rc.clone()],
+            ),
+            Row::new(
+                "shim VmRSS per running container, hull: containerd-shim-hull-v2 (runc, crun: as above)",
+                "MiB",
+                true,
+                [rs, rr, rc],
+            ),
+        ]
+    };
+    let all = |c: Cell| [c.clone(), c.clone(), c.clone(), c];
+    if let Some(r) = containerd::skip_reason() {
+        eprintln!("hull-bench: containerd rows skipped: {r}");
+        return rows(
+            all(Cell::Na(format!("skipped: {r}"))),
+            all(Cell::Na(format!("skipped: {r}"))),
+        );
+    }
+    let shim_dir = shim_dir(&cx.opts);
+    let hull_shim_missing = (!shim_dir.join(HULL_SHIM).is_file()).then(|| {
+        format!(
+            "skipped: {} missing (cargo build --release -p hull-shim)",
+            shim_dir.join(HULL_SHIM).display()
+        )
+    });
+    let opts = containerd::Options {
+        path_prepend: vec![shim_dir.clone()],
+        cri: None,
+    };
+    let failed_all = |cx: &mut Ctx, e: String| {
+        cx.notes.push(format!("containerd: {e}"));
+        eprintln!("  ! containerd: {e}");
+        let f = Cell::Na("failed (see notes)".into());
+        rows(all(f.clone()), all(f))
+    };
+    let cd = match Containerd::start(&opts) {
+        Ok(cd) => cd,
+        Err(e) => return failed_all(cx, e),
+    };
+    let image = match oci_image::busybox_image(&unique("hull-bench-busybox")) {
+        Ok(i) => i,
+        Err(e) => return failed_all(cx, format!("busybox image: {e}")),
+    };
+    let imp = cd.import(&image.tar);
+    if !imp.ok() {
+        return failed_all(cx, format!("image import: {imp}"));
+    }
+    let env = CdEnv {
+        cd,
+        image,
+        runc: cx.opts.runc.clone(),
+        hull: cx.opts.hull.clone(),
+        crun: cx.opts.crun.clone(),
+    };
+    let mut failed: [Option<String>; 4] = Default::default();
+    if let Some(why) = &hull_shim_missing {
+        failed[3] = Some(why.clone());
+    }
+    let iterations = cx.opts.containerd_iterations;
+    let mut time: [Samples; 4] = Default::default();
+    for i in 0..cx.opts.warmup + iterations {
+        let mut ord = VIAS;
+        ord.rotate_left(i % 4);
+        for via in ord {
+            if failed[via.idx()].is_some() {
+                continue;
+            }
+            let id = unique("bench-cd");
+            let c = env.timed_ctr(&env.run_args(via, &["--rm"], &id, &["/bin/true"]));
+            if !c.ok {
+                env.remove(&id);
+                failed[via.idx()] = Some(c.err);
+                continue;
+            }
+            if i >= cx.opts.warmup {
+                time[via.idx()].push(ms(c.wall));
+            }
+        }
+    }
+    let mut rss: [Samples; 4] = Default::default();
+    let mut rss_failed: [Option<String>; 4] = failed.clone();
+    for i in 0..cx.opts.containerd_rss_iterations {
+        let mut ord = VIAS;
+        ord.rotate_left(i % 4);
+        for via in ord {
+            if rss_failed[via.idx()].is_some() {
+                continue;
+            }
+            match env.shim_rss(via) {
+                Ok(m) => rss[via.idx()].push(m),
+                Err(e) => rss_failed[via.idx()] = Some(e),
+            }
+        }
+    }
+    let version = env
+        .cd
+        .ctr(&["version"])
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Version:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let leftover = env.cd.shim_pids();
+    drop(env); // cleans the namespace, stops containerd by pid, removes its temp dir
+    reap_orphans(); // shims were reparented to us (subreaper)
+    cx.notes.push(format!(
+        "containerd rows: a private containerd {version} (own root/state/socket under /tmp, \
+         stopped afterwards), `ctr run --rm --fifo-dir F --cgroup {CGROUP_PARENT}/ID \
+         [--runtime io.containerd.runc.v2 --runc-binary B --runc-root R | --runtime \
+         io.containerd.hull.v2] IMG ID /bin/true` (ctr's default spec, not the bundle above), \
+         {} timed (+{} warm-up) per shim/runtime, interleaved; shim VmRSS: the parent of the \
+         init of one `ctr run -d` sleeping container, {} sample(s); hull shim from {}",
+        iterations,
+        cx.opts.warmup,
+        cx.opts.containerd_rss_iterations,
+        shim_dir.display()
+    ));
+    if !leftover.is_empty() {
+        cx.notes.push(format!(
+            "containerd: shims {leftover:?} still running at the end (killed)"
+        ));
+    }
+    let mut cells = |samples: [Samples; 4], failed: [Option<String>; 4], what: &str| {
+        let mut out: [Cell; 4] = std::array::from_fn(|_| Cell::Na(String::new()));
+        for via in VIAS {
+            out[via.idx()] = match &failed[via.idx()] {
+                Some(e) if e.starts_with("skipped") => Cell::Na(e.clone()),
+                Some(e) => {
+                    let n = format!("{} {what}: {e}", via.name());
+                    eprintln!("  ! {n}");
+                    cx.notes.push(n);
+                    Cell::Na("failed (see notes)".into())
+                }
+                None => Cell::Dist(samples[via.idx()].clone()),
+            };
+        }
+        out
+    };
+    let t = cells(time, failed, "ctr run --rm");
+    let r = cells(rss, rss_failed, "shim RSS");
+    rows(t, r)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1282,7 +1605,8 @@ fn main() {
         rows.extend(bench_size(&cx));
     }
     if cx.opts.wants("containerd") {
-        rows.extend(bench_containerd(&cx));
+        step("containerd");
+        rows.extend(bench_containerd(&mut cx));
     }
     step("done");
     // Anything a runtime left behind in its --root (should be nothing).
