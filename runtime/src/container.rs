@@ -165,9 +165,7 @@ impl Runtime {
 
     fn create_inner(&self, id: &str, opts: &CreateOptions, relay: bool) -> Result<Created, Error> {
         hull_specs::validate_container_id(id)?;
-        if opts.preserve_fds < 0 {
-            return Err(Error::Usage("--preserve-fds must not be negative".into()));
-        }
+        check_preserve_fds(opts.preserve_fds)?;
         let mut bundle = hull_specs::load_bundle(&opts.bundle)?;
         let spec = &bundle.spec;
         // LSM labels the host cannot apply are refused now, not silently dropped.
@@ -350,13 +348,14 @@ impl Runtime {
         }
         saved.ready = true;
         dir.save(&saved)?;
-        if let Some(pid_file) = &opts.pid_file {
-            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
-        }
         let console_master = match console {
             Console::Relay { ours, .. } => Some(terminal::recv_fd(ours.as_fd())?),
             _ => None,
         };
+        // Last: a pid file must never name a process a failed create killed.
+        if let Some(pid_file) = &opts.pid_file {
+            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
+        }
         guard.disarm();
         Ok(Created {
             pid,
@@ -480,6 +479,9 @@ impl Runtime {
             }
         }
         if let Some(cg) = &saved.cgroup {
+            // Init may be gone while its children (no pid namespace, a hook's processes)
+            // still hold the cgroup: they go with the container.
+            kill_cgroup_members(cg)?;
             cg.destroy()?;
         }
         run_hooks_warning(
@@ -728,6 +730,39 @@ fn kill_container(saved: &SavedState) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--preserve-fds N`: descriptors 3 .. 3+N must fit below the open-files limit.
+pub(crate) fn check_preserve_fds(n: i32) -> Result<(), Error> {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    if n < 0 || i64::from(n) + 3 > limit as i64 {
+        return Err(Error::Usage(format!(
+            "--preserve-fds {n}: must be between 0 and the open-files limit ({limit}) minus 3"
+        )));
+    }
+    Ok(())
+}
+
+/// SIGKILL whatever is left in the container's cgroup and wait (10 s at most) until it is
+/// empty, so that its directories can be removed.
+fn kill_cgroup_members(cg: &ContainerCgroup) -> Result<(), Error> {
+    if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+        return Ok(());
+    }
+    cg.signal_all(libc::SIGKILL)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+        if Instant::now() > deadline {
+            return Err(Error::Init(format!(
+                "processes of cgroup {} did not die after SIGKILL",
+                cg.path
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 /// Open the exec fifo for reading and wait for init's byte, watching that init lives.
 fn release_fifo(fifo: &Path, saved: &SavedState) -> Result<(), Error> {
     use std::io::Read;
@@ -737,6 +772,9 @@ fn release_fifo(fifo: &Path, saved: &SavedState) -> Result<(), Error> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(fifo)
         .map_err(io(format!("opening exec fifo {fifo:?}")))?;
+    // Unlinked at once: from here on the start is committed (init's write goes through
+    // even if this command dies), and the status must no longer say "created".
+    fs::remove_file(fifo).map_err(io(format!("removing {fifo:?}")))?;
     loop {
         let mut fds = [nix::poll::PollFd::new(
             f.as_fd(),
@@ -767,7 +805,7 @@ fn release_fifo(fifo: &Path, saved: &SavedState) -> Result<(), Error> {
             )));
         }
     }
-    fs::remove_file(fifo).map_err(io(format!("removing {fifo:?}")))
+    Ok(())
 }
 
 fn make_fifo(path: &Path) -> Result<(), Error> {
@@ -831,7 +869,7 @@ impl Drop for CreateGuard {
             let _ = nix::sys::wait::waitpid(pid, None);
         }
         if let Some(cg) = self.cgroup.take() {
-            if let Err(e) = cg.destroy() {
+            if let Err(e) = kill_cgroup_members(&cg).and_then(|()| Ok(cg.destroy()?)) {
                 tracing::warn!("cleaning up after a failed create: {e}");
             }
         }
@@ -858,7 +896,16 @@ fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
 pub(crate) fn reap_status(pid: Pid) -> String {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::Exited(_, code)) => format!(" (exit status {code})"),
+        Ok(WaitStatus::Exited(_, code)) => {
+            let why = match code {
+                EXIT_NO_MAPS => ": the uid/gid maps were never written",
+                EXIT_ROOT_UNMAPPED => ": uid/gid 0 is not mapped in the user namespace",
+                EXIT_STDIO => ": installing the given stdio failed",
+                EXIT_EXEC => ": executing hull init failed",
+                _ => "",
+            };
+            format!(" (exit status {code}{why})")
+        }
         Ok(WaitStatus::Signaled(_, sig, _)) => format!(" (killed by {sig})"),
         _ => String::new(),
     }
@@ -998,18 +1045,18 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
         if let Some(fd) = setup.wait_for_maps_on {
             let mut b = 0u8;
             if libc::read(fd, (&mut b as *mut u8).cast(), 1) != 1 {
-                libc::_exit(1);
+                libc::_exit(EXIT_NO_MAPS);
             }
             if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
                 || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
             {
-                libc::_exit(1);
+                libc::_exit(EXIT_ROOT_UNMAPPED);
             }
         }
         if let Some(stdio) = setup.stdio {
             for (target, fd) in stdio.into_iter().enumerate() {
                 if libc::dup2(fd, target as libc::c_int) < 0 {
-                    libc::_exit(1);
+                    libc::_exit(EXIT_STDIO);
                 }
             }
         }
@@ -1024,9 +1071,16 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
             setup.exec.envp_ptrs.as_ptr(),
             libc::AT_EMPTY_PATH,
         );
-        libc::_exit(127)
+        libc::_exit(EXIT_EXEC)
     }
 }
+
+// Exit codes of the child between clone and exec (it can only _exit), explained by
+// `reap_status`.
+const EXIT_NO_MAPS: libc::c_int = 101;
+const EXIT_ROOT_UNMAPPED: libc::c_int = 102;
+const EXIT_STDIO: libc::c_int = 103;
+const EXIT_EXEC: libc::c_int = 127;
 
 /// Duplicates of the caller-given stdio descriptors numbered at least `min`, so the child's
 /// dup2 onto 0-2 can never overwrite one it still needs.

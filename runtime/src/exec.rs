@@ -86,9 +86,7 @@ impl Runtime {
     pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32, Error> {
         hull_specs::validate_container_id(id)?;
         validate_process(&opts.process)?;
-        if opts.preserve_fds < 0 {
-            return Err(Error::Usage("--preserve-fds must not be negative".into()));
-        }
+        crate::container::check_preserve_fds(opts.preserve_fds)?;
         let dir = ContainerDir::open(&self.root, id)?;
         let saved = load_state(&dir)?;
         let status = status_of(&dir, &saved);
@@ -207,12 +205,12 @@ impl Runtime {
             }
             Err(e) => return Err(e.into()),
         }
-        if let Some(pid_file) = &opts.pid_file {
-            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
-        }
         let master = relay
             .map(|ours| terminal::recv_fd(ours.as_fd()))
             .transpose()?;
+        if let Some(pid_file) = &opts.pid_file {
+            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
+        }
         guard.0 = None;
         // Other commands on this container may go on while we wait.
         drop(dir);

@@ -403,6 +403,15 @@ pub(crate) fn drop_sync_socket(sock: &UnixStream) {
     let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
+/// Give the container process default signal handling: the Rust runtime ignores SIGPIPE
+/// (an ignored signal survives execve) and a caller's blocked signals are inherited.
+fn reset_signals() {
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    // SAFETY: installing SIG_DFL runs no handler code; we exec right after.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 /// The user process's execve arguments, built before anything can go wrong at exec time.
 pub(crate) struct ExecArgs {
     path: CString,
@@ -429,6 +438,7 @@ impl ExecArgs {
     }
 
     pub(crate) fn exec(&self) -> InitError {
+        reset_signals();
         let Err(err) = nix::unistd::execve(&self.path, &self.argv, &self.envp);
         InitError::Sys {
             what: format!("exec {:?}", self.path),

@@ -289,7 +289,8 @@ impl ChildNamespaceGuard {
         if self.saved.iter().any(|(k, _)| *k == kind) {
             return Ok(());
         }
-        let path = PathBuf::from(format!("/proc/self/ns/{}", kind.proc_name()));
+        // thread-self: in a multi-threaded caller (the shim) /proc/self is the leader.
+        let path = PathBuf::from(format!("/proc/thread-self/ns/{}", kind.proc_name()));
         let file =
             File::open(&path).map_err(|source| NamespaceError::Open { kind, path, source })?;
         self.saved.push((kind, file));
@@ -316,7 +317,7 @@ pub fn differing(pid: i32, kinds: &[NsKind]) -> Vec<(NsKind, PathBuf)> {
         .iter()
         .filter_map(|&kind| {
             let theirs = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
-            let ours = PathBuf::from(format!("/proc/self/ns/{}", kind.proc_name()));
+            let ours = PathBuf::from(format!("/proc/thread-self/ns/{}", kind.proc_name()));
             match (ino(&theirs), ino(&ours)) {
                 (Some(t), Some(o)) if t == o => None,
                 (Some(_), _) => Some((kind, theirs)),

@@ -13,7 +13,6 @@ use crate::cgroups::ContainerCgroup;
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
-const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -89,17 +88,26 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), StateError> {
     }
 }
 
+/// Lock the directory itself (its own descriptor), so taking the lock never creates a
+/// file in a directory another command may be deleting.
 fn open_lock(dir: &Path) -> Result<File, StateError> {
-    let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    lock_exclusive(&file, &path)?;
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(io_err(dir))?;
+    lock_exclusive(&file, dir)?;
     Ok(file)
+}
+
+/// True if `dir` still names the directory `locked` refers to (not deleted, nor deleted and
+/// created again under the same id while we waited for the lock).
+fn still_there(dir: &Path, locked: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(dir), locked.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 impl SavedState {
@@ -153,9 +161,15 @@ impl ContainerDir {
         if !path.is_dir() {
             return Err(StateError::NotExist(id.to_string()));
         }
-        let lock = open_lock(&path)?;
-        // A concurrent delete may have removed it while we waited for the lock.
-        if !path.is_dir() {
+        let lock = match open_lock(&path) {
+            Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotExist(id.to_string()))
+            }
+            other => other?,
+        };
+        // A concurrent delete may have removed it (and a create made it anew) while we
+        // waited for the lock.
+        if !still_there(&path, &lock) {
             return Err(StateError::NotExist(id.to_string()));
         }
         Ok(Self {
@@ -225,13 +239,21 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateErro
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A name no one can predict and that must not exist: a caller-chosen directory (a pid
+    // file's) may hold a planted symlink, and threads of one process (a shim) write at once.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{seq}.{nanos}.tmp", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .write(true)
             .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(data)?;
         fs::rename(&tmp, path)
@@ -284,6 +306,24 @@ mod tests {
         assert_eq!(err.to_string(), "container \"dup\" already exists");
         let err = ContainerDir::open(tmp.path(), "nope").err().unwrap();
         assert_eq!(err.to_string(), "container \"nope\" does not exist");
+    }
+
+    #[test]
+    fn a_directory_deleted_while_waiting_for_the_lock_does_not_exist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = ContainerDir::create(tmp.path(), "gone")
+            .unwrap()
+            .path
+            .clone();
+        // As a command that waited for the lock while another deleted the container.
+        let locked = open_lock(&path).unwrap();
+        fs::remove_dir_all(&path).unwrap();
+        assert!(!still_there(&path, &locked));
+        // Re-created under the same id meanwhile: a different directory.
+        let again = ContainerDir::create(tmp.path(), "gone").unwrap();
+        assert!(!still_there(&again.path, &locked));
+        // Taking the lock creates nothing in the directory.
+        assert_eq!(std::fs::read_dir(&again.path).unwrap().count(), 0);
     }
 
     #[test]

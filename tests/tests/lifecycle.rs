@@ -595,3 +595,20 @@ fn delete_force_after_create_killed_halfway() {
         .assert_error_contains("does not exist");
     assert_no_leftovers(&rt, &b);
 }
+
+#[test]
+fn delete_kills_what_outlives_init_in_the_cgroup() {
+    let Some(rt) = setup("delete-leftovers") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    // Without a pid namespace, init's children survive it in the container's cgroup.
+    b.without_namespace("pid");
+    b.sh("sleep 60 >/dev/null 2>&1 & exit 0");
+    let id = rt.id();
+    rt.create(&id, &b).assert_ok();
+    rt.start(&id).assert_ok();
+    assert!(rt.wait_status(&id, "stopped", T), "init did not exit");
+    rt.call(&["delete", &id]).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}

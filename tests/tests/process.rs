@@ -267,3 +267,32 @@ fn exec_failure_of_missing_binary() {
     rt.delete_force(&id);
     assert_no_leftovers(&rt, &b);
 }
+
+#[test]
+fn signals_are_neither_ignored_nor_blocked() {
+    let Some(rt) = setup("process-signals") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    // cat itself reports: a shell would set up its own signal handling.
+    b.args(&["cat", "/proc/self/status"]);
+    let o = rt.run_bundle(&b);
+    o.assert_ok();
+    let mask = |field: &str| {
+        let line = o
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or("");
+        u64::from_str_radix(line.trim_start_matches(field).trim(), 16)
+            .unwrap_or_else(|_| panic!("no {field} in {o}"))
+    };
+    // SIGPIPE (13) is bit 12: ignored by the Rust runtime in hull, it must not reach the
+    // container. (Bits the caller's own environment ignores are passed on, as by runc.)
+    assert_eq!(
+        mask("SigIgn:") & (1 << 12),
+        0,
+        "SIGPIPE is ignored in the container"
+    );
+    assert_eq!(mask("SigBlk:"), 0, "signals are blocked in the container");
+}
