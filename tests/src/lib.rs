@@ -13,8 +13,10 @@
 
 pub mod bundle;
 pub mod check;
+pub mod client;
 pub mod console;
 pub mod containerd;
+pub mod docker;
 pub mod oci_image;
 pub mod runtime;
 pub mod skip;
