@@ -10,16 +10,15 @@
 //! container's RLIMIT_NOFILE and RLIMIT_NPROC, which no runtime can set: every run gives
 //! explicit `--ulimit`s below them.
 
-use std::fs::File;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hull_tests::bundle::CGROUP_PARENT;
+use hull_tests::client::{processes_mentioning, run_captured, unmount_under, ClientOut};
 use hull_tests::oci_image::{self, OciImage};
 use hull_tests::skip::{env_skip_reason, skipped};
-use hull_tests::util::{signal, wait_child};
+use hull_tests::util::signal;
 use hull_tests::{cgroup_dirs, mountinfo, parse_mountinfo, unique, wait_until};
 use tempfile::TempDir;
 
@@ -34,32 +33,7 @@ const ULIMITS: &[&str] = &[
     "nproc=1024:1024",
 ];
 
-/// The result of one podman call.
-#[derive(Debug)]
-struct Out {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "podman {:?} -> {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.args, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Out {
-    #[track_caller]
-    fn assert_ok(&self) -> &Out {
-        assert_eq!(self.code, 0, "expected success: {self}");
-        self
-    }
-}
+type Out = ClientOut;
 
 /// A private podman store and a hull root under one temp dir.
 struct Podman {
@@ -210,32 +184,8 @@ impl Podman {
         self.podman_in(c, &["load", "-i", tar])
     }
 
-    fn podman_in(&self, mut cmd: Command, args: &[&str]) -> Out {
-        let n = unique("podman");
-        let out_path = self.dir.path().join(format!("{n}.out"));
-        let err_path = self.dir.path().join(format!("{n}.err"));
-        let (Ok(out), Ok(err)) = (File::create(&out_path), File::create(&err_path)) else {
-            panic!("cannot create output files in {:?}", self.dir.path());
-        };
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        let code = match cmd.spawn() {
-            Ok(mut child) => match wait_child(&mut child, Duration::from_secs(120)) {
-                Some(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
-                None => -1,
-            },
-            Err(e) => panic!("spawn {PODMAN}: {e}"),
-        };
-        let read = |p: &Path| {
-            let s = std::fs::read_to_string(p).unwrap_or_default();
-            let _ = std::fs::remove_file(p);
-            s
-        };
-        Out {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            code,
-            stdout: read(&out_path),
-            stderr: read(&err_path),
-        }
+    fn podman_in(&self, cmd: Command, args: &[&str]) -> Out {
+        run_captured(cmd, args, self.dir.path(), Duration::from_secs(120))
     }
 
     /// `podman run ARGS` with the flags every run needs here, then `IMAGE CMD...`.
@@ -262,27 +212,7 @@ impl Podman {
 
     /// Processes whose command line mentions our temp dir (conmon, podman cleanup).
     fn our_processes(&self) -> Vec<i32> {
-        let needle = self.dir.path().to_string_lossy().into_owned();
-        let me = std::process::id() as i32;
-        let mut pids = Vec::new();
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return pids;
-        };
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
+        processes_mentioning(&self.dir.path().to_string_lossy())
     }
 
     /// Container cgroups left under our parent (conmon's own `conmon` cgroup is podman's
@@ -355,19 +285,7 @@ impl Drop for Podman {
         for pid in self.our_processes() {
             signal(pid, libc::SIGKILL);
         }
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = parse_mountinfo(&mountinfo())
-            .into_iter()
-            .map(|m| m.mount_point)
-            .filter(|p| p.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for m in mounts {
-            if let Ok(c) = std::ffi::CString::new(m) {
-                // SAFETY: umount2 with a valid C string, on a mount under our own temp dir.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
+        unmount_under(&self.dir.path().to_string_lossy());
         for d in cgroup_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(d.join("conmon"));
             let _ = std::fs::remove_dir(&d);
