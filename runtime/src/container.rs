@@ -463,9 +463,14 @@ impl Runtime {
         hull_specs::validate_container_id(id)?;
         let dir = ContainerDir::open(&self.root, id)?;
         let Some(saved) = dir.load()? else {
-            // A create that died before saving anything: only the directory is left.
+            // A create that died before saving anything left only the directory: the id
+            // does not exist (as `state` and `list` say); the debris goes anyway, and
+            // `--force` asks for exactly that (runc's behaviour).
             dir.remove()?;
-            return Ok(());
+            if force {
+                return Ok(());
+            }
+            return Err(StateError::NotExist(id.to_string()).into());
         };
         let status = status_of(&dir, &saved);
         match status {
