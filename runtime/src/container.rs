@@ -48,6 +48,8 @@ pub enum Error {
     Sync(#[from] SyncError),
     #[error("container not running")]
     NotRunning,
+    #[error("init process {pid} was killed during set-up by the memory cgroup's OOM killer: linux.resources.memory.limit ({limit} bytes) is below what the container needs to start")]
+    SetupOom { pid: i32, limit: i64 },
     #[error("cannot {op} container \"{id}\": it is {status}")]
     WrongStatus {
         op: &'static str,
@@ -338,10 +340,7 @@ impl Runtime {
                 Ok(FromInit::Ready) => break,
                 Ok(FromInit::Error(msg)) => return Err(Error::Init(msg)),
                 Err(SyncError::Closed) => {
-                    return Err(Error::Init(format!(
-                        "init process {pid} exited during set-up{}",
-                        reap_status(pid)
-                    )))
+                    return Err(init_died_during_setup(pid, spec, saved.cgroup.as_ref()))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -354,7 +353,7 @@ impl Runtime {
         };
         // Last: a pid file must never name a process a failed create killed.
         if let Some(pid_file) = &opts.pid_file {
-            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
+            state::write_pid_file(pid_file, pid.as_raw())?;
         }
         guard.disarm();
         Ok(Created {
@@ -884,6 +883,36 @@ impl Drop for CreateGuard {
             }
         }
     }
+}
+
+/// Init went away before it was ready: its exit status, or the memory limit when the
+/// cgroup's OOM killer took it (runc fails the same config when it sets the limit).
+fn init_died_during_setup(
+    pid: Pid,
+    spec: &hull_specs::Spec,
+    cgroup: Option<&ContainerCgroup>,
+) -> Error {
+    let status = reap_status(pid);
+    let limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0);
+    if let (Some(limit), Some(cg)) = (limit, cgroup) {
+        match cg.stats() {
+            Ok(st) if st.memory.usage.failcnt > 0 => {
+                return Error::SetupOom {
+                    pid: pid.as_raw(),
+                    limit,
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("reading the memory cgroup's failure count: {e}"),
+        }
+    }
+    Error::Init(format!("init process {pid} exited during set-up{status}"))
 }
 
 /// An error message init has already sent, without waiting for one.

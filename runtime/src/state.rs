@@ -26,6 +26,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--pid-file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state file {path} is corrupt: {source}")]
     Corrupt {
         path: PathBuf,
@@ -277,6 +283,17 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
     Ok(ids)
 }
 
+/// Write the `--pid-file` (the number only, no newline; atomically); errors name the flag.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), StateError> {
+    write_atomic(path, pid.to_string().as_bytes(), 0o644).map_err(|e| match e {
+        StateError::Io { source, .. } => StateError::PidFile {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
 /// Write `data` to `path` through a temporary sibling and a rename, so readers see either
 /// the old or the new content, never a partial one.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
@@ -418,6 +435,19 @@ mod tests {
         fs::write(dir.path.join(STATE_FILE), b"{not json").unwrap();
         let err = dir.load().err().unwrap();
         assert!(err.to_string().contains("is corrupt"), "{err}");
+    }
+
+    #[test]
+    fn pid_file_errors_name_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("missing").join("init.pid");
+        let err = write_pid_file(&p, 7).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!("--pid-file {}: ", p.display())),
+            "{err}"
+        );
+        write_pid_file(&tmp.path().join("ok.pid"), 7).unwrap();
+        assert_eq!(fs::read(tmp.path().join("ok.pid")).unwrap(), b"7");
     }
 
     #[test]
