@@ -236,9 +236,23 @@ impl Runtime {
             }
             Console::None => None,
         };
+        // A joined mount namespace need not show `--root`: init gets the exec fifo as a
+        // descriptor it reopens through /proc/self/fd, as runc's init does.
+        let fifo_child_fd = if ns_plan.joins(namespaces::NsKind::Mount) {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(&fifo)
+                .map_err(io(format!("opening exec fifo {fifo:?}")))?;
+            Some(dup_above(f.as_fd(), min_fd)?)
+        } else {
+            None
+        };
         let exec = InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?;
         let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
             .chain(console_child_fd.as_ref().map(|f| f.as_raw_fd()))
+            .chain(fifo_child_fd.as_ref().map(|f| f.as_raw_fd()))
             .collect();
         let stdio = stdio_above(opts.stdio, min_fd)?;
 
@@ -255,6 +269,13 @@ impl Runtime {
         };
         guard.pid = Some(pid);
         drop(init_fd);
+        // Init's copy is closed by its execve of the container process (above 2 +
+        // --preserve-fds, like every descriptor hull hands it).
+        let init_fifo = match &fifo_child_fd {
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            None => fifo.clone(),
+        };
+        drop(fifo_child_fd);
         let console_child_fd = console_child_fd.map(|f| f.as_raw_fd());
         if ns_plan.new_user {
             write_id_maps(pid, spec)?;
@@ -298,7 +319,7 @@ impl Runtime {
             spec: spec.clone(),
             rootfs: bundle.rootfs.clone(),
             bundle: bundle.dir.clone(),
-            fifo,
+            fifo: init_fifo,
             no_pivot: opts.no_pivot,
             no_new_keyring: opts.no_new_keyring,
             console_fd: console_child_fd,

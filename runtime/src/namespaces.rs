@@ -159,6 +159,12 @@ impl Default for NamespacePlan {
 }
 
 impl NamespacePlan {
+    /// The container joins an existing namespace of this kind by path.
+    pub fn joins(&self, kind: NsKind) -> bool {
+        self.parent_join.iter().any(|(k, _)| *k == kind)
+            || (kind == NsKind::User && self.join_user.is_some())
+    }
+
     pub fn from_spec(spec: &Spec) -> Result<Self, NamespaceError> {
         let namespaces: &[LinuxNamespace] = spec
             .linux()
@@ -182,8 +188,7 @@ impl NamespacePlan {
                 (None, _) => new |= kind.clone_flag(),
             }
         }
-        let joins_mount = plan.parent_join.iter().any(|(k, _)| *k == NsKind::Mount);
-        if !new.contains(CloneFlags::CLONE_NEWNS) && !joins_mount {
+        if !new.contains(CloneFlags::CLONE_NEWNS) && !plan.joins(NsKind::Mount) {
             return Err(NamespaceError::MountRequired);
         }
         // As runc: a joined mount namespace is where init then sets the rootfs up (mounts,
