@@ -624,7 +624,7 @@ pub fn restore(rt: &Runtime, id: &str, opts: &RestoreOptions) -> Result<i32, Che
     };
     dir.save(&saved).map_err(Error::from)?;
     if let Some(pid_file) = &opts.pid_file {
-        state::write_atomic(pid_file, pid.to_string().as_bytes(), 0o644).map_err(Error::from)?;
+        state::write_pid_file(pid_file, pid).map_err(Error::from)?;
     }
     drop(dir);
     if opts.detach {

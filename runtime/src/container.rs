@@ -48,6 +48,8 @@ pub enum Error {
     Sync(#[from] SyncError),
     #[error("container not running")]
     NotRunning,
+    #[error("init process {pid} was killed during set-up by the memory cgroup's OOM killer: linux.resources.memory.limit ({limit} bytes) is below what the container needs to start")]
+    SetupOom { pid: i32, limit: i64 },
     #[error("cannot {op} container \"{id}\": it is {status}")]
     WrongStatus {
         op: &'static str,
@@ -234,9 +236,23 @@ impl Runtime {
             }
             Console::None => None,
         };
+        // A joined mount namespace need not show `--root`: init gets the exec fifo as a
+        // descriptor it reopens through /proc/self/fd, as runc's init does.
+        let fifo_child_fd = if ns_plan.joins(namespaces::NsKind::Mount) {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(&fifo)
+                .map_err(io(format!("opening exec fifo {fifo:?}")))?;
+            Some(dup_above(f.as_fd(), min_fd)?)
+        } else {
+            None
+        };
         let exec = InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?;
         let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
             .chain(console_child_fd.as_ref().map(|f| f.as_raw_fd()))
+            .chain(fifo_child_fd.as_ref().map(|f| f.as_raw_fd()))
             .collect();
         let stdio = stdio_above(opts.stdio, min_fd)?;
 
@@ -253,6 +269,13 @@ impl Runtime {
         };
         guard.pid = Some(pid);
         drop(init_fd);
+        // Init's copy is closed by its execve of the container process (above 2 +
+        // --preserve-fds, like every descriptor hull hands it).
+        let init_fifo = match &fifo_child_fd {
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            None => fifo.clone(),
+        };
+        drop(fifo_child_fd);
         let console_child_fd = console_child_fd.map(|f| f.as_raw_fd());
         if ns_plan.new_user {
             write_id_maps(pid, spec)?;
@@ -296,7 +319,7 @@ impl Runtime {
             spec: spec.clone(),
             rootfs: bundle.rootfs.clone(),
             bundle: bundle.dir.clone(),
-            fifo,
+            fifo: init_fifo,
             no_pivot: opts.no_pivot,
             no_new_keyring: opts.no_new_keyring,
             console_fd: console_child_fd,
@@ -338,10 +361,7 @@ impl Runtime {
                 Ok(FromInit::Ready) => break,
                 Ok(FromInit::Error(msg)) => return Err(Error::Init(msg)),
                 Err(SyncError::Closed) => {
-                    return Err(Error::Init(format!(
-                        "init process {pid} exited during set-up{}",
-                        reap_status(pid)
-                    )))
+                    return Err(init_died_during_setup(pid, spec, saved.cgroup.as_ref()))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -354,7 +374,7 @@ impl Runtime {
         };
         // Last: a pid file must never name a process a failed create killed.
         if let Some(pid_file) = &opts.pid_file {
-            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
+            state::write_pid_file(pid_file, pid.as_raw())?;
         }
         guard.disarm();
         Ok(Created {
@@ -463,9 +483,14 @@ impl Runtime {
         hull_specs::validate_container_id(id)?;
         let dir = ContainerDir::open(&self.root, id)?;
         let Some(saved) = dir.load()? else {
-            // A create that died before saving anything: only the directory is left.
+            // A create that died before saving anything left only the directory: the id
+            // does not exist (as `state` and `list` say); the debris goes anyway, and
+            // `--force` asks for exactly that (runc's behaviour).
             dir.remove()?;
-            return Ok(());
+            if force {
+                return Ok(());
+            }
+            return Err(StateError::NotExist(id.to_string()).into());
         };
         let status = status_of(&dir, &saved);
         match status {
@@ -879,6 +904,36 @@ impl Drop for CreateGuard {
             }
         }
     }
+}
+
+/// Init went away before it was ready: its exit status, or the memory limit when the
+/// cgroup's OOM killer took it (runc fails the same config when it sets the limit).
+fn init_died_during_setup(
+    pid: Pid,
+    spec: &hull_specs::Spec,
+    cgroup: Option<&ContainerCgroup>,
+) -> Error {
+    let status = reap_status(pid);
+    let limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0);
+    if let (Some(limit), Some(cg)) = (limit, cgroup) {
+        match cg.stats() {
+            Ok(st) if st.memory.usage.failcnt > 0 => {
+                return Error::SetupOom {
+                    pid: pid.as_raw(),
+                    limit,
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("reading the memory cgroup's failure count: {e}"),
+        }
+    }
+    Error::Init(format!("init process {pid} exited during set-up{status}"))
 }
 
 /// An error message init has already sent, without waiting for one.

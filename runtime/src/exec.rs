@@ -209,7 +209,7 @@ impl Runtime {
             .map(|ours| terminal::recv_fd(ours.as_fd()))
             .transpose()?;
         if let Some(pid_file) = &opts.pid_file {
-            state::write_atomic(pid_file, pid.as_raw().to_string().as_bytes(), 0o644)?;
+            state::write_pid_file(pid_file, pid.as_raw())?;
         }
         guard.0 = None;
         // Other commands on this container may go on while we wait.

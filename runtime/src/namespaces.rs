@@ -15,6 +15,7 @@
 //!   placed it in its cgroup.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
@@ -48,7 +49,7 @@ pub enum NamespaceError {
     },
     #[error("linux.timeOffsets: writing /proc/self/timens_offsets: {0}")]
     TimeOffsets(#[source] std::io::Error),
-    #[error("linux.namespaces: a new mount namespace is required (joining one by path is not supported)")]
+    #[error("linux.namespaces: a mount namespace is required (a new one, or one joined by path)")]
     MountRequired,
     #[error("linux.namespaces: joining a user namespace by path together with a new pid namespace is not supported; join a pid namespace too")]
     JoinedUserWithNewPid,
@@ -158,6 +159,12 @@ impl Default for NamespacePlan {
 }
 
 impl NamespacePlan {
+    /// The container joins an existing namespace of this kind by path.
+    pub fn joins(&self, kind: NsKind) -> bool {
+        self.parent_join.iter().any(|(k, _)| *k == kind)
+            || (kind == NsKind::User && self.join_user.is_some())
+    }
+
     pub fn from_spec(spec: &Spec) -> Result<Self, NamespaceError> {
         let namespaces: &[LinuxNamespace] = spec
             .linux()
@@ -169,7 +176,6 @@ impl NamespacePlan {
         for ns in namespaces {
             let kind = NsKind::from_oci(ns.typ());
             match (ns.path(), kind) {
-                (Some(_), NsKind::Mount) => return Err(NamespaceError::MountRequired),
                 (Some(path), NsKind::User) => {
                     verify_ns_path(kind, path)?;
                     plan.join_user = Some(path.clone());
@@ -182,9 +188,13 @@ impl NamespacePlan {
                 (None, _) => new |= kind.clone_flag(),
             }
         }
-        if !new.contains(CloneFlags::CLONE_NEWNS) {
+        if !new.contains(CloneFlags::CLONE_NEWNS) && !plan.joins(NsKind::Mount) {
             return Err(NamespaceError::MountRequired);
         }
+        // As runc: a joined mount namespace is where init then sets the rootfs up (mounts,
+        // pivot_root), resolving the bundle's paths there. It is entered last, so that the
+        // other namespace paths are still resolved in the runtime's own mount namespace.
+        plan.parent_join.sort_by_key(|(k, _)| *k == NsKind::Mount);
         plan.in_user_ns = plan.join_user.is_some() || new.contains(CloneFlags::CLONE_NEWUSER);
         // The cgroup namespace must start at the container's cgroup: init makes it last.
         plan.init_unshare = new & CloneFlags::CLONE_NEWCGROUP;
@@ -257,13 +267,19 @@ pub fn unshare(flags: CloneFlags) -> Result<(), NamespaceError> {
 /// the container's.
 pub struct ChildNamespaceGuard {
     saved: Vec<(NsKind, File)>,
+    /// The working directory before a mount namespace was joined (setns resets it).
+    cwd: Option<File>,
 }
 
 impl ChildNamespaceGuard {
     /// Enter the joined namespaces init must be born into, and create a new time namespace
     /// with `offsets` if asked.
     pub fn enter(plan: &NamespacePlan, time_offsets: Option<&str>) -> Result<Self, NamespaceError> {
-        let mut guard = Self::join_all(&plan.parent_join)?;
+        let mut guard = ChildNamespaceGuard {
+            saved: Vec::new(),
+            cwd: None,
+        };
+        // Before the joins: a joined mount namespace has its own /proc (or none).
         if plan.new_time {
             guard.save(NsKind::Time)?;
             unshare(NsKind::Time.clone_flag())?;
@@ -272,17 +288,66 @@ impl ChildNamespaceGuard {
                     .map_err(NamespaceError::TimeOffsets)?;
             }
         }
+        guard.join(&plan.parent_join)?;
         Ok(guard)
     }
 
     /// Enter each of `namespaces`, remembering the parent's own to return to.
     pub fn join_all(namespaces: &[(NsKind, PathBuf)]) -> Result<Self, NamespaceError> {
-        let mut guard = ChildNamespaceGuard { saved: Vec::new() };
-        for (kind, path) in namespaces {
-            guard.save(*kind)?;
-            join(*kind, path)?;
-        }
+        let mut guard = ChildNamespaceGuard {
+            saved: Vec::new(),
+            cwd: None,
+        };
+        guard.join(namespaces)?;
         Ok(guard)
+    }
+
+    /// Every path is opened (and our own namespaces saved) before the first `setns`: after
+    /// joining a mount namespace, paths would resolve in it.
+    fn join(&mut self, namespaces: &[(NsKind, PathBuf)]) -> Result<(), NamespaceError> {
+        let mut targets = Vec::with_capacity(namespaces.len());
+        for (kind, path) in namespaces {
+            self.save(*kind)?;
+            let file = File::open(path).map_err(|source| NamespaceError::Open {
+                kind: *kind,
+                path: path.clone(),
+                source,
+            })?;
+            targets.push((*kind, path, file));
+        }
+        for (kind, path, file) in targets {
+            if kind == NsKind::Mount {
+                self.prepare_mount_join()?;
+            }
+            nix::sched::setns(file.as_fd(), kind.clone_flag()).map_err(|source| {
+                NamespaceError::Setns {
+                    kind,
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Joining a mount namespace needs a filesystem context of our own (a multi-threaded
+    /// caller, the shim, shares it between threads) and resets the working directory,
+    /// which is kept to return to.
+    fn prepare_mount_join(&mut self) -> Result<(), NamespaceError> {
+        unshare(CloneFlags::CLONE_FS)?;
+        if self.cwd.is_none() {
+            let cwd = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(".")
+                .map_err(|source| NamespaceError::Open {
+                    kind: NsKind::Mount,
+                    path: PathBuf::from("."),
+                    source,
+                })?;
+            self.cwd = Some(cwd);
+        }
+        Ok(())
     }
 
     fn save(&mut self, kind: NsKind) -> Result<(), NamespaceError> {
@@ -303,6 +368,11 @@ impl Drop for ChildNamespaceGuard {
         for (kind, file) in self.saved.drain(..) {
             if let Err(e) = nix::sched::setns(file.as_fd(), kind.clone_flag()) {
                 tracing::warn!("returning to the parent's {kind} namespace: {e}");
+            }
+        }
+        if let Some(cwd) = self.cwd.take() {
+            if let Err(e) = nix::unistd::fchdir(cwd.as_fd()) {
+                tracing::warn!("returning to the working directory: {e}");
             }
         }
     }
@@ -439,6 +509,28 @@ mod tests {
         assert!(matches!(
             NamespacePlan::from_spec(&spec),
             Err(NamespaceError::WrongType { .. }) | Err(NamespaceError::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn a_joined_mount_namespace_is_entered_last_by_the_parent() {
+        let spec = spec_with(vec![
+            ns(LinuxNamespaceType::Mount, Some("/proc/self/ns/mnt")),
+            ns(LinuxNamespaceType::Network, Some("/proc/self/ns/net")),
+            ns(LinuxNamespaceType::Pid, None),
+        ]);
+        let plan = NamespacePlan::from_spec(&spec).unwrap();
+        let kinds: Vec<NsKind> = plan.parent_join.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, vec![NsKind::Net, NsKind::Mount]);
+        assert_eq!(plan.clone_flags, CloneFlags::CLONE_NEWPID);
+        // A path of another kind is refused.
+        let spec = spec_with(vec![ns(
+            LinuxNamespaceType::Mount,
+            Some("/proc/self/ns/uts"),
+        )]);
+        assert!(matches!(
+            NamespacePlan::from_spec(&spec),
+            Err(NamespaceError::WrongType { .. })
         ));
     }
 

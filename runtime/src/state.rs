@@ -26,6 +26,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--pid-file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state file {path} is corrupt: {source}")]
     Corrupt {
         path: PathBuf,
@@ -133,6 +139,11 @@ pub enum HookKind {
 
 impl ContainerDir {
     /// Create the directory for a new container; fails if the id is taken.
+    ///
+    /// An id exists exactly when its directory holds `state.json` (what `state`, `list` and
+    /// `start` see). A directory without it, once its lock is free, is what a `create`
+    /// killed before saving its state left behind (its init died with it, by the
+    /// parent-death signal): it is taken over, emptied, as a free id.
     pub fn create(root: &Path, id: &str) -> Result<Self, StateError> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -140,19 +151,40 @@ impl ContainerDir {
             .create(root)
             .map_err(io_err(root))?;
         let path = root.join(id);
-        match fs::DirBuilder::new().mode(0o711).create(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StateError::AlreadyExists(id.to_string()))
+        // A few rounds at most: each one lost means another command removed the directory
+        // between our mkdir and our lock.
+        for _ in 0..8 {
+            match fs::DirBuilder::new().mode(0o711).create(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&path)(e)),
             }
-            Err(e) => return Err(io_err(&path)(e)),
+            // Waits for a command working on the id (a create in progress holds the lock
+            // until it has saved its state or removed the directory).
+            let lock = match open_lock(&path) {
+                Err(StateError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue
+                }
+                other => other?,
+            };
+            if !still_there(&path, &lock) {
+                continue;
+            }
+            match fs::symlink_metadata(path.join(STATE_FILE)) {
+                Ok(_) => return Err(StateError::AlreadyExists(id.to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            clear_dir(&path)?;
+            return Ok(Self {
+                id: id.to_string(),
+                path,
+                _lock: lock,
+            });
         }
-        let lock = open_lock(&path)?;
-        Ok(Self {
-            id: id.to_string(),
-            path,
-            _lock: lock,
-        })
+        Err(StateError::AlreadyExists(id.to_string()))
     }
 
     /// Open and lock an existing container's directory.
@@ -215,6 +247,26 @@ impl ContainerDir {
     }
 }
 
+/// Remove everything inside `dir` (the leftovers of a `create` that died), keeping `dir`.
+fn clear_dir(dir: &Path) -> Result<(), StateError> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let res = if is_dir {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Ids of every container directory under `root`, sorted.
 pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
     let entries = match fs::read_dir(root) {
@@ -229,6 +281,17 @@ pub fn list_ids(root: &Path) -> Result<Vec<String>, StateError> {
         .collect();
     ids.sort();
     Ok(ids)
+}
+
+/// Write the `--pid-file` (the number only, no newline; atomically); errors name the flag.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), StateError> {
+    write_atomic(path, pid.to_string().as_bytes(), 0o644).map_err(|e| match e {
+        StateError::Io { source, .. } => StateError::PidFile {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
 }
 
 /// Write `data` to `path` through a temporary sibling and a rename, so readers see either
@@ -301,7 +364,9 @@ mod tests {
     #[test]
     fn duplicate_and_missing_ids_are_named() {
         let tmp = tempfile::tempdir().unwrap();
-        let _a = ContainerDir::create(tmp.path(), "dup").unwrap();
+        let a = ContainerDir::create(tmp.path(), "dup").unwrap();
+        a.save(&sample("dup")).unwrap();
+        drop(a);
         let err = ContainerDir::create(tmp.path(), "dup").err().unwrap();
         assert_eq!(err.to_string(), "container \"dup\" already exists");
         let err = ContainerDir::open(tmp.path(), "nope").err().unwrap();
@@ -327,12 +392,62 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_left_without_state_is_a_free_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        // What a `create` SIGKILLed before saving its state leaves.
+        let left = tmp.path().join("early");
+        fs::create_dir(&left).unwrap();
+        fs::write(left.join(EXEC_FIFO), b"").unwrap();
+        fs::create_dir(left.join("sub")).unwrap();
+        assert!(matches!(
+            ContainerDir::open(tmp.path(), "early").unwrap().load(),
+            Ok(None)
+        ));
+        let dir = ContainerDir::create(tmp.path(), "early").expect("the id is free");
+        assert_eq!(fs::read_dir(&dir.path).unwrap().count(), 0, "not emptied");
+        dir.save(&sample("early")).unwrap();
+        drop(dir);
+        // With its state saved, the id is taken.
+        let err = ContainerDir::create(tmp.path(), "early").err().unwrap();
+        assert!(matches!(err, StateError::AlreadyExists(_)), "{err}");
+    }
+
+    #[test]
+    fn a_create_in_progress_keeps_its_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = ContainerDir::create(tmp.path(), "busy").unwrap();
+        let root = tmp.path().to_path_buf();
+        let second = std::thread::spawn(move || ContainerDir::create(&root, "busy").err());
+        // The second create waits for the first one's lock ...
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!second.is_finished());
+        // ... which saves its state: the id is taken.
+        first.save(&sample("busy")).unwrap();
+        drop(first);
+        let err = second.join().unwrap();
+        assert!(matches!(err, Some(StateError::AlreadyExists(_))), "{err:?}");
+    }
+
+    #[test]
     fn corrupt_state_is_reported() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = ContainerDir::create(tmp.path(), "c").unwrap();
         fs::write(dir.path.join(STATE_FILE), b"{not json").unwrap();
         let err = dir.load().err().unwrap();
         assert!(err.to_string().contains("is corrupt"), "{err}");
+    }
+
+    #[test]
+    fn pid_file_errors_name_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("missing").join("init.pid");
+        let err = write_pid_file(&p, 7).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!("--pid-file {}: ", p.display())),
+            "{err}"
+        );
+        write_pid_file(&tmp.path().join("ok.pid"), 7).unwrap();
+        assert_eq!(fs::read(tmp.path().join("ok.pid")).unwrap(), b"7");
     }
 
     #[test]

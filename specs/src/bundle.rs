@@ -27,8 +27,57 @@ pub fn parse_config(bytes: &[u8], path: &Path) -> Result<Spec, SpecError> {
     };
     let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(json_err)?;
     check_raw(&doc)?;
-    // Parse the text again (not the Value) so that type errors carry line and column.
-    serde_json::from_slice(bytes).map_err(json_err)
+    // Parse the text again (not the Value) so that type errors carry line and column, and
+    // through serde_path_to_error so that they name the field.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = json_field(e.path());
+        let source = e.into_inner();
+        match field {
+            Some(field) => SpecError::JsonField {
+                path: path.to_path_buf(),
+                field,
+                source,
+            },
+            None => json_err(source),
+        }
+    })
+}
+
+/// A serde_path_to_error path in the form error messages use (`linux.namespaces[2].type`),
+/// or None for the document itself.
+fn json_field(p: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                // Annotation and sysctl keys hold dots: quote them as runc's messages do.
+                if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                } else {
+                    out.push_str(&format!("[{key:?}]"));
+                }
+            }
+            Segment::Enum { variant } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(variant);
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Reads and parses `path` as a runtime config, without validating it.
@@ -109,6 +158,61 @@ mod tests {
         write_default_spec(&dir, false, 0, 0).expect("spec written");
         let e = load_bundle(&dir).expect_err("no rootfs");
         assert!(matches!(e, SpecError::Rootfs { .. }), "{e}");
+    }
+
+    /// The field a parse error names, and its message.
+    fn parse_error(json: &str) -> (Option<String>, String) {
+        let e = parse_config(json.as_bytes(), Path::new("config.json")).expect_err("must fail");
+        (e.field().map(str::to_string), e.to_string())
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"process": {"args": "sh", "cwd": "/", "user": {"uid": 0, "gid": 0}}}"#,
+                "process.args",
+                "sh",
+            ),
+            (
+                r#"{"linux": {"namespaces": [{"type": "pid"}, {"type": "bogusns"}]}}"#,
+                "linux.namespaces[1].type",
+                "bogusns",
+            ),
+            (
+                r#"{"process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "rlimits": [{"type": "RLIMIT_BOGUS", "hard": 1, "soft": 1}]}}"#,
+                "process.rlimits[0].type",
+                "RLIMIT_BOGUS",
+            ),
+            (
+                r#"{"process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "capabilities": {"bounding": ["CAP_KILL", "CAP_BOGUS"]}}}"#,
+                "process.capabilities.bounding[1]",
+                "CAP_BOGUS",
+            ),
+            (
+                r#"{"linux": {"seccomp": {"defaultAction": "SCMP_ACT_BOGUS"}}}"#,
+                "linux.seccomp.defaultAction",
+                "SCMP_ACT_BOGUS",
+            ),
+            (
+                r#"{"linux": {"devices": [{"path": "/dev/x", "type": "z"}]}}"#,
+                "linux.devices[0].type",
+                "z",
+            ),
+            (
+                r#"{"linux": {"resources": {"memory": {"limit": "lots"}}}}"#,
+                "linux.resources.memory.limit",
+                "lots",
+            ),
+        ];
+        for (json, field, value) in cases {
+            let (got, msg) = parse_error(json);
+            assert_eq!(got.as_deref(), Some(field), "{msg}");
+            assert!(msg.contains(field) && msg.contains(value), "{msg}");
+            assert!(msg.starts_with("config.json: "), "{msg}");
+        }
     }
 
     #[test]

@@ -26,6 +26,17 @@ pub enum SpecError {
         source: serde_json::Error,
     },
 
+    /// A value of the wrong type or an unknown name (namespace, rlimit, capability, seccomp
+    /// action, device type) at a known place in the document.
+    #[error("{}: {field}: {source}", path.display())]
+    JsonField {
+        path: PathBuf,
+        /// The JSON path of the value (`process.args`, `linux.namespaces[2].type`).
+        field: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// `write_default_spec` found a file where it would write.
     #[error("{}: file already exists, refusing to overwrite it", path.display())]
     AlreadyExists { path: PathBuf },
@@ -157,7 +168,8 @@ impl SpecError {
             | SpecError::OutOfRange { field, .. }
             | SpecError::RlimitSoftAboveHard { field, .. }
             | SpecError::Unsupported { field, .. }
-            | SpecError::Invalid { field, .. } => Some(field),
+            | SpecError::Invalid { field, .. }
+            | SpecError::JsonField { field, .. } => Some(field),
             SpecError::OciVersion { .. } => Some("ociVersion"),
             SpecError::Rootfs { .. } | SpecError::RootfsNotDir { .. } => Some("root.path"),
             SpecError::SwapBelowLimit { .. } => Some("linux.resources.memory.swap"),

@@ -147,7 +147,7 @@ fn cases() -> Vec<Case> {
                 b.rlimit("RLIMIT_BOGUS", 1, 1);
             },
             any: &["RLIMIT_BOGUS"],
-            hull: &[],
+            hull: &["process.rlimits["],
             hull_only: None,
         },
         Case {
@@ -156,7 +156,70 @@ fn cases() -> Vec<Case> {
                 b.namespace("bogusns", None);
             },
             any: &["bogusns"],
+            hull: &["linux.namespaces["],
+            hull_only: None,
+        },
+        Case {
+            name: "process.args is a string",
+            setup: |b, _| {
+                b.set("/process/args", json!("echo must-not-run"));
+            },
+            any: &["process.args"],
             hull: &[],
+            hull_only: None,
+        },
+        Case {
+            name: "unknown capability",
+            setup: |b, _| {
+                b.set(
+                    "/process/capabilities/bounding",
+                    json!(["CAP_KILL", "CAP_BOGUS"]),
+                );
+            },
+            any: &["CAP_BOGUS"],
+            hull: &["process.capabilities.bounding[1]"],
+            hull_only: Some("runc 1.1 ignores unknown capabilities with a warning"),
+        },
+        Case {
+            name: "unknown seccomp action",
+            setup: |b, _| {
+                b.set(
+                    "/linux/seccomp",
+                    json!({"defaultAction": "SCMP_ACT_BOGUS", "syscalls": []}),
+                );
+            },
+            any: &["SCMP_ACT_BOGUS"],
+            hull: &["linux.seccomp.defaultAction"],
+            hull_only: None,
+        },
+        Case {
+            name: "unknown device type",
+            setup: |b, _| {
+                b.set(
+                    "/linux/devices",
+                    json!([{"path": "/dev/bogus", "type": "z", "major": 1, "minor": 3}]),
+                );
+            },
+            any: &["z"],
+            hull: &["linux.devices[0].type"],
+            hull_only: None,
+        },
+        Case {
+            name: "memory limit too small for the set-up",
+            setup: |b, _| {
+                b.resources(json!({"memory": {"limit": 1}}));
+            },
+            any: &["memory"],
+            hull: &["linux.resources.memory.limit"],
+            hull_only: None,
+        },
+        Case {
+            name: "unknown mount option",
+            setup: |b, _| {
+                b.mount("/frob", "tmpfs", "tmpfs", &["frobnicate"]);
+            },
+            any: &["frobnicate"],
+            hull: &["mounts["],
             hull_only: None,
         },
     ]
@@ -318,4 +381,38 @@ fn unknown_command_and_flag() {
     assert!(!o.ok(), "{o}");
     let o = rt.call(&["start"]);
     assert!(!o.ok(), "start without an id: {o}");
+}
+
+/// A `--pid-file` that cannot be written: the error names the flag and the path (not "state
+/// directory"), and the container is gone.
+#[test]
+fn unwritable_pid_file_names_the_flag() {
+    let Some(rt) = setup("bad-pid-file") else {
+        return;
+    };
+    let rt = rt.json_log();
+    let mut b = Bundle::new();
+    b.args(&["sleep", "60"]);
+    let id = rt.id();
+    let pid_file = rt.scratch().join("no-such-dir").join("init.pid");
+    b.write();
+    let o = rt.call(&[
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    o.assert_fail()
+        .assert_error_contains(pid_file.parent().unwrap().to_str().unwrap());
+    if !rt.is_runc() {
+        let last = o.log_errors.lines().last().unwrap_or("");
+        assert!(last.contains("--pid-file"), "flag not named: {o}");
+        assert!(!last.contains("state directory"), "mislabelled: {o}");
+    }
+    rt.state(&id)
+        .assert_fail()
+        .assert_error_contains("does not exist");
+    assert_no_leftovers(&rt, &b);
 }

@@ -236,3 +236,91 @@ fn errors_for_missing_container() {
         outs[0].assert_error_contains("does not exist");
     }
 }
+
+/// Run `b` with its mount namespace joined by path: the namespace of a fresh holder process
+/// (`unshare -m`) that mounted a marker tmpfs inside the bundle's rootfs, which the host
+/// does not see. Returns the output and the holder's namespace.
+/// With `hide_root`, the holder also covers the runtime's `--root` with an empty tmpfs, so
+/// the state directory cannot be reached by path from inside that namespace.
+fn run_in_joined_mount_ns(
+    r: &Runtime,
+    b: &mut Bundle,
+    hide_root: bool,
+) -> (hull_tests::Out, String) {
+    use hull_tests::ChildGuard;
+    use std::process::{Command, Stdio};
+    let marker = b.rootfs().join("marker");
+    let mut script = String::new();
+    if hide_root {
+        std::fs::create_dir_all(r.root()).unwrap();
+        script = format!(
+            "mount -t tmpfs -o size=64k e2e-hide {} && ",
+            r.root().display()
+        );
+    }
+    script.push_str(&format!(
+        "mount -t tmpfs -o size=64k e2e-marker {m} && echo joined > {m}/f && exec sleep 120",
+        m = marker.display()
+    ));
+    let holder = ChildGuard::spawn(
+        Command::new("/usr/bin/unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::null()),
+    );
+    let pid = holder.pid();
+    // /proc/PID/root resolves in the holder's mount namespace.
+    let seen = format!("/proc/{pid}/root{}/f", marker.display());
+    assert!(
+        wait_until(T, || std::fs::read_to_string(&seen)
+            .is_ok_and(|s| s == "joined\n")),
+        "the holder did not mount its marker"
+    );
+    let nspath = format!("/proc/{pid}/ns/mnt");
+    let ns = std::fs::read_link(&nspath)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    b.namespace("mount", Some(&nspath));
+    let o = r.run_bundle(b);
+    drop(holder);
+    assert!(
+        !marker.join("f").exists(),
+        "the holder's marker reached the host"
+    );
+    assert_no_leftovers(r, b);
+    (o, ns)
+}
+
+/// Joining a mount namespace by path, with runc's semantics: init enters it (the rootfs is
+/// then set up inside it), so the container sees what was mounted there, and its
+/// /proc/self/ns/mnt is that namespace.
+#[test]
+fn join_existing_mount_namespace_by_path() {
+    let Some((rt, runc)) = pair("diff-join-mnt") else {
+        return;
+    };
+    hull_tests::skip_if!(
+        !Path::new("/usr/bin/unshare").exists(),
+        "unshare(1) missing"
+    );
+    let mut b = Bundle::new();
+    std::fs::create_dir(b.rootfs().join("marker")).unwrap();
+    b.sh("cat /marker/f; readlink /proc/self/ns/mnt; grep -c ' /marker ' /proc/self/mountinfo");
+    for hide_root in [false, true] {
+        let (want, runc_ns) = run_in_joined_mount_ns(&runc, &mut b, hide_root);
+        want.assert_ok();
+        assert_eq!(
+            want.stdout,
+            format!("joined\n{runc_ns}\n1\n"),
+            "runc: {want}"
+        );
+        // The state directory need not be reachable in the joined namespace: runc hands
+        // init the exec fifo as a descriptor.
+        let (got, ns) = run_in_joined_mount_ns(&rt, &mut b, hide_root);
+        assert_eq!(
+            got.code(),
+            want.code(),
+            "hide --root: {hide_root}\nhull: {got}\nrunc: {want}"
+        );
+        assert_eq!(got.stdout, format!("joined\n{ns}\n1\n"), "hull: {got}");
+    }
+}

@@ -612,3 +612,100 @@ fn delete_kills_what_outlives_init_in_the_cgroup() {
     rt.call(&["delete", &id]).assert_ok();
     assert_no_leftovers(&rt, &b);
 }
+
+/// What a `create` SIGKILLed before it saved its state leaves: the id's directory holding
+/// only `exec.fifo`.
+fn leave_early_create_debris(rt: &hull_tests::Runtime, id: &str) -> std::path::PathBuf {
+    let dir = rt.root().join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = std::ffi::CString::new(dir.join("exec.fifo").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o622) }, 0);
+    dir
+}
+
+/// The id's existence is one fact: after a `create` killed before it saved its state,
+/// `state`, `list`, `create` and `delete` agree that the id does not exist.
+#[test]
+fn early_killed_create_leaves_no_half_existing_id() {
+    let Some(rt) = setup("create-debris") else {
+        return;
+    };
+    hull_tests::hull_only!(
+        rt,
+        "runc 1.1 says such an id does not exist (state, list) and already exists (create)"
+    );
+    let mut b = Bundle::new();
+    b.args(&["sleep", "60"]);
+    let id = rt.id();
+    let dir = leave_early_create_debris(&rt, &id);
+    rt.state(&id)
+        .assert_fail()
+        .assert_error_contains("does not exist");
+    let l = rt.list(&["-q"]);
+    l.assert_ok();
+    assert!(!l.stdout.lines().any(|l| l == id), "list shows it: {l}");
+    // The id is free: create takes it over.
+    rt.create(&id, &b).assert_ok();
+    assert_eq!(rt.status(&id).as_deref(), Some("created"));
+    rt.delete_force(&id).assert_ok();
+    assert!(!dir.exists());
+
+    // delete removes the debris; without --force it says the id does not exist (runc).
+    leave_early_create_debris(&rt, &id);
+    rt.delete(&id)
+        .assert_fail()
+        .assert_error_contains("does not exist");
+    assert!(!dir.exists(), "delete left the debris");
+    leave_early_create_debris(&rt, &id);
+    rt.delete_force(&id).assert_ok();
+    assert!(!dir.exists(), "delete --force left the debris");
+    assert_no_leftovers(&rt, &b);
+}
+
+/// `create` SIGKILLed at increasing delays from its start: whatever it left, `state`,
+/// `list` and a second `create` agree on whether the id exists, and `delete --force`
+/// cleans up.
+#[test]
+fn create_killed_at_any_moment_is_consistent() {
+    let Some(rt) = setup("create-kill-early") else {
+        return;
+    };
+    hull_tests::hull_only!(
+        rt,
+        "runc 1.1 says a half-created id does not exist (state, list) and already exists (create)"
+    );
+    let mut b = Bundle::new();
+    b.args(&["sleep", "60"]);
+    b.write();
+    for i in 0..12u64 {
+        let id = rt.id();
+        let pf = rt.pid_file(&id);
+        let mut child = rt.spawn(&[
+            "create",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            "--pid-file",
+            pf.to_str().unwrap(),
+            &id,
+        ]);
+        std::thread::sleep(Duration::from_micros(i * i * 40));
+        let _ = child.kill();
+        let _ = child.wait();
+        let state = rt.state(&id);
+        let listed = rt.list(&["-q"]).stdout.lines().any(|l| l == id);
+        assert_eq!(state.ok(), listed, "[{i}] state and list disagree: {state}");
+        let again = rt.create(&id, &b);
+        if state.ok() {
+            again.assert_fail().assert_error_contains("already exists");
+        } else {
+            state.assert_error_contains("does not exist");
+            again.assert_ok();
+        }
+        rt.delete_force(&id).assert_ok();
+        rt.state(&id)
+            .assert_fail()
+            .assert_error_contains("does not exist");
+    }
+    assert_no_leftovers(&rt, &b);
+}

@@ -1,5 +1,5 @@
 //! Namespaces: uts (hostname, domainname), pid, net, ipc, mount, cgroup, user (with
-//! mappings), joining an existing netns by path, time offsets, sysctl.
+//! mappings), joining an existing netns or mount namespace by path, time offsets, sysctl.
 
 use hull_tests::{assert_no_leftovers, host_ns, setup, skip_if, wait_until, Bundle, ChildGuard};
 use std::process::{Command, Stdio};
@@ -277,5 +277,54 @@ fn uts_sysctl_rejected_without_uts_namespace() {
     b.args(&["true"]);
     let o = rt.run_bundle(&b);
     o.assert_fail().assert_error_contains("sysctl");
+    assert_no_leftovers(&rt, &b);
+}
+
+/// `create` joining a mount namespace by path returns to the caller's working directory:
+/// a relative `--pid-file` lands there (as with runc), not in the joined namespace's root.
+#[test]
+fn joined_mount_namespace_keeps_the_callers_cwd() {
+    let Some(rt) = setup("ns-join-mnt-cwd") else {
+        return;
+    };
+    skip_if!(
+        !std::path::Path::new("/usr/bin/unshare").exists(),
+        "unshare(1) missing"
+    );
+    let holder = ChildGuard::spawn(
+        Command::new("/usr/bin/unshare")
+            .args(["-m", "--propagation", "private", "sleep", "120"])
+            .stdout(Stdio::null()),
+    );
+    let nspath = format!("/proc/{}/ns/mnt", holder.pid());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_link(&nspath).is_ok_and(|t| t.display().to_string() != host_ns("mnt"))
+        }),
+        "unshare -m helper did not get its own mount namespace"
+    );
+    let mut b = Bundle::new();
+    b.namespace("mount", Some(&nspath));
+    b.args(&["sleep", "60"]);
+    b.write();
+    let id = rt.id();
+    let pid_name = format!("{id}.relative.pid");
+    let mut c = rt.cmd(&["create", "--bundle", b.path().to_str().unwrap()]);
+    c.args(["--pid-file", &pid_name, &id]);
+    c.current_dir(rt.scratch());
+    let o = rt.exec_cmd(c, hull_tests::runtime::Io::default());
+    o.assert_ok();
+    let written = rt.scratch().join(&pid_name);
+    let stray = std::path::Path::new("/").join(&pid_name);
+    let stray_existed = stray.exists();
+    let _ = std::fs::remove_file(&stray);
+    assert!(!stray_existed, "the pid file went to / instead of the cwd");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap_or_default(),
+        rt.state_json(&id)["pid"].to_string(),
+        "pid file not in the caller's cwd"
+    );
+    rt.delete_force(&id).assert_ok();
+    drop(holder);
     assert_no_leftovers(&rt, &b);
 }

@@ -239,7 +239,14 @@ impl<'a> Ctx<'a> {
         } else {
             format!("mount {}", e.typ)
         };
-        sys_mount(Some(source), &target, fstype, flags, data).map_err(|errno| e.err(op, errno))?;
+        sys_mount(Some(source), &target, fstype, flags, data).map_err(|errno| match data {
+            // Options that are no mount flag went to the filesystem: name them, the kernel
+            // refuses an unknown one with a bare EINVAL.
+            Some(d) if errno == Errno::EINVAL => {
+                e.err(format!("{op} with filesystem options {d:?}"), errno)
+            }
+            _ => e.err(op, errno),
+        })?;
         let new = self.reopen(e, dst)?;
         self.apply_propagation(e, &new)?;
         Ok(new)
