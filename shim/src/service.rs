@@ -375,12 +375,13 @@ impl Service {
                 req.exec_id
             )));
         }
-        let sig = nix::sys::signal::Signal::try_from(signal)
-            .map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig).map_err(|e| match e {
-            nix::Error::ESRCH => ShimError::Finished,
-            e => crate::error::sys(format!("kill {}", p.pid))(e),
-        })
+        hull_runtime::container::check_signal(signal)?;
+        hull_runtime::container::send_signal(nix::unistd::Pid::from_raw(p.pid), signal).map_err(
+            |e| match e {
+                nix::Error::ESRCH => ShimError::Finished,
+                e => crate::error::sys(format!("kill {}", p.pid))(e),
+            },
+        )
     }
 
     fn do_exec(&self, req: &api::ExecProcessRequest) -> Result<()> {

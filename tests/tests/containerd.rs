@@ -400,3 +400,110 @@ fn containerd_hull_shim_task_operations() {
     };
     task_operations(&e);
 }
+
+impl Env {
+    /// The pids `ctr task ps` lists for `id`.
+    fn task_pids(&self, id: &str) -> Vec<i32> {
+        self.cd
+            .ctr(&["task", "ps", id])
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+}
+
+/// Item 4 of issue 9: real-time signals through `ctr task kill`, to the init
+/// (`SIGRTMIN+3`, what `docker stop` sends to a systemd image) and to an exec (`SIGRTMAX`).
+/// Each process traps its signal and exits with its number.
+fn realtime_signals(e: &Env) {
+    let id = unique("rt");
+    // pid 1 only gets signals it handles; `wait` returns as soon as the trap fires.
+    e.ctr(&e.run_args(
+        &["-d"],
+        &id,
+        &["sh", "-c", "trap 'exit 37' 37; sleep 1000 & wait"],
+    ))
+    .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "RUNNING"),
+        "{:?}\n{}",
+        e.task_status(&id),
+        e.cd.log_tail()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || e.task_pids(&id).len() == 2),
+        "init's sleep never started: {:?}",
+        e.task_pids(&id)
+    );
+    let fifo_dir = e.cd.fifo_dir().display().to_string();
+    let mut exec = e.cd.ctr_cmd();
+    exec.args([
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "rt",
+        &id,
+        "sh",
+        "-c",
+        // The sleep outlives the exec's shell: it must not hold the exec's stdout, or
+        // `ctr task exec` waits for it (see the report on issue 9).
+        "trap 'exit 64' 64; sleep 1000 >/dev/null 2>&1 & wait",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut exec = exec.spawn().expect("spawn ctr task exec");
+    let started = wait_until(Duration::from_secs(30), || e.task_pids(&id).len() == 4);
+    let pids = e.task_pids(&id);
+    if !started {
+        let _ = exec.kill();
+        let _ = exec.wait();
+        panic!("the exec's sleep never started: {pids:?}");
+    }
+    let k =
+        e.cd.ctr(&["task", "kill", "--exec-id", "rt", "-s", "SIGRTMAX", &id]);
+    if !k.ok() {
+        let _ = exec.kill();
+        let _ = exec.wait();
+    }
+    k.assert_ok();
+    let st = hull_tests::util::wait_child(&mut exec, Duration::from_secs(30));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(64),
+        "exec after SIGRTMAX: {st:?}\n{}",
+        e.cd.log_tail()
+    );
+    e.cd.ctr(&["task", "kill", "-s", "SIGRTMIN+3", &id])
+        .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "STOPPED"),
+        "{:?}",
+        e.task_status(&id)
+    );
+    let del = e.cd.ctr(&["task", "delete", &id]);
+    del.assert_ok();
+    assert!(del.stderr.contains("exit code 37"), "{del}");
+    e.cd.ctr(&["container", "delete", &id]).assert_ok();
+    e.assert_nothing_left(&id, &pids);
+}
+
+#[test]
+fn containerd_runc_shim_realtime_signals() {
+    let Some(e) = env("runc-shim-rt", runc_shim()) else {
+        return;
+    };
+    realtime_signals(&e);
+}
+
+#[test]
+fn containerd_hull_shim_realtime_signals() {
+    let Some(e) = env("hull-shim-rt", Via::HullShim) else {
+        return;
+    };
+    realtime_signals(&e);
+}
