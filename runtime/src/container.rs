@@ -452,8 +452,7 @@ impl Runtime {
     /// `kill`: signal init, or with `all` every process of the container's cgroup.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), Error> {
         hull_specs::validate_container_id(id)?;
-        let sig = Signal::try_from(signal)
-            .map_err(|_| Error::Usage(format!("invalid signal number {signal}")))?;
+        check_signal(signal)?;
         let dir = ContainerDir::open(&self.root, id)?;
         let saved = load_state(&dir)?;
         let status = status_of(&dir, &saved);
@@ -469,7 +468,7 @@ impl Runtime {
         if status == Status::Stopped {
             return Err(Error::NotRunning);
         }
-        nix::sys::signal::kill(Pid::from_raw(saved.pid), sig).map_err(|e| match e {
+        send_signal(Pid::from_raw(saved.pid), signal).map_err(|e| match e {
             nix::Error::ESRCH => Error::NotRunning,
             e => Error::Sys {
                 what: format!("kill {}", saved.pid),
@@ -729,6 +728,33 @@ pub(crate) fn hook_state(saved: &SavedState, status: Status) -> String {
         "annotations": saved.annotations,
     })
     .to_string()
+}
+
+/// A signal number `kill` accepts: 1..=64, the standard and the real-time signals (nix's
+/// `Signal` has no real-time signals, so numbers are passed through as they are).
+pub fn check_signal(signal: i32) -> Result<(), Error> {
+    if (1..=hull_specs::signal::SIGRTMAX).contains(&signal) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "invalid signal number {signal}: signals are 1..=64"
+        )))
+    }
+}
+
+/// Send signal number `signal` (standard or real-time) to the one process `pid`; a pid of
+/// 0 or less (a process group, or every process) is refused with ESRCH.
+pub fn send_signal(pid: Pid, signal: i32) -> Result<(), nix::Error> {
+    if pid.as_raw() <= 0 {
+        return Err(nix::Error::ESRCH);
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid.as_raw(), signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(nix::Error::last())
+    }
 }
 
 /// Kill every process of the container and wait until init is gone.

@@ -14,33 +14,122 @@ use crate::cgroups::ContainerCgroup;
 use crate::container::{load_state, status_of, Error, Runtime, Status};
 use crate::state::ContainerDir;
 
-/// Where OOM kills of the container are noticed.
+/// What one wait on an [`OomWatcher`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomPoll {
+    /// The OOM killer acted in the cgroup (once or more since the last wait).
+    Oom,
+    /// Nothing within the timeout.
+    Quiet,
+    /// The cgroup is gone: no OOM can follow.
+    Gone,
+}
+
+/// Where OOM kills of a container are noticed: the v1 memory controller's eventfd
+/// (`cgroup.event_control` on `memory.oom_control`, as runc), else the `oom_kill` count of
+/// cgroup2's `memory.events`, woken by inotify when the kernel updates the file.
+pub struct OomWatcher(OomWatch);
+
 enum OomWatch {
-    /// v1: an eventfd the kernel signals on each OOM in the memory cgroup.
-    EventFd(OwnedFd),
-    /// cgroup2: the `oom_kill` count in `memory.events`, compared each tick.
+    /// v1: an eventfd the kernel signals on each OOM in the memory cgroup (and when the
+    /// cgroup is removed).
+    EventFd { fd: OwnedFd, dir: PathBuf },
+    /// cgroup2: the `oom_kill` count in `memory.events`, compared after each change.
     Counter {
         file: PathBuf,
         last: u64,
+        notify: Option<OwnedFd>,
     },
-    None,
 }
 
-impl OomWatch {
-    fn new(cg: &ContainerCgroup) -> Self {
+impl OomWatcher {
+    /// A watcher on the container's memory cgroup, or None when it has none to watch.
+    pub fn new(cg: &ContainerCgroup) -> Option<Self> {
         if let Some(dir) = cg.dirs.get("memory") {
             if let Some(fd) = v1_eventfd(dir) {
-                return OomWatch::EventFd(fd);
+                return Some(OomWatcher(OomWatch::EventFd {
+                    fd,
+                    dir: dir.clone(),
+                }));
             }
         }
         if let Some(dir) = cg.dirs.get("unified") {
             let file = dir.join("memory.events");
             if let Some(last) = oom_kill_count(&file) {
-                return OomWatch::Counter { file, last };
+                let notify = inotify_on_modify(&file);
+                return Some(OomWatcher(OomWatch::Counter { file, last, notify }));
             }
         }
-        OomWatch::None
+        None
     }
+
+    /// Wait up to `timeout` for an OOM kill.
+    pub fn poll(&mut self, timeout: Duration) -> Result<OomPoll, Error> {
+        let wait = timeout;
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        match &mut self.0 {
+            OomWatch::EventFd { fd, dir } => {
+                if !wait_readable(fd.as_fd(), timeout)? {
+                    return Ok(OomPoll::Quiet);
+                }
+                let mut buf = [0u8; 8];
+                let _ = nix::unistd::read(fd.as_fd(), &mut buf);
+                // The eventfd also fires when the cgroup is removed.
+                if dir.join("memory.oom_control").exists() {
+                    Ok(OomPoll::Oom)
+                } else {
+                    Ok(OomPoll::Gone)
+                }
+            }
+            OomWatch::Counter { file, last, notify } => {
+                match notify {
+                    Some(n) => {
+                        if wait_readable(n.as_fd(), timeout)? {
+                            let mut buf = [0u8; 4096];
+                            while matches!(nix::unistd::read(n.as_fd(), &mut buf), Ok(k) if k > 0) {
+                            }
+                        }
+                    }
+                    None => std::thread::sleep(wait),
+                }
+                let Some(now) = oom_kill_count(file) else {
+                    return Ok(OomPoll::Gone);
+                };
+                let grew = now > *last;
+                *last = now;
+                Ok(if grew { OomPoll::Oom } else { OomPoll::Quiet })
+            }
+        }
+    }
+}
+
+/// Whether `fd` became readable within `timeout`.
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: PollTimeout) -> Result<bool, Error> {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::Error::EINTR) => Ok(false),
+        Err(source) => Err(Error::Sys {
+            what: "poll OOM notification".into(),
+            source,
+        }),
+    }
+}
+
+/// An inotify descriptor reporting modifications of `file` (non-blocking).
+fn inotify_on_modify(file: &std::path::Path) -> Option<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(file.as_os_str().as_bytes()).ok()?;
+    // SAFETY: inotify_init1 takes flags only and returns a new descriptor or -1.
+    let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is a fresh descriptor we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: a valid inotify descriptor and a NUL-terminated path that outlives the call.
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) };
+    (wd >= 0).then_some(fd)
 }
 
 /// Register an eventfd for `memory.oom_control` of the v1 memory cgroup `dir`.
@@ -76,6 +165,34 @@ fn oom_line(id: &str) -> String {
 }
 
 impl Runtime {
+    /// The cgroup of container `id` as saved at `create` (with its directory in each
+    /// hierarchy), for statistics and OOM watching.
+    pub fn container_cgroup(&self, id: &str) -> Result<ContainerCgroup, Error> {
+        hull_specs::validate_container_id(id)?;
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        saved
+            .cgroup
+            .ok_or_else(|| Error::Usage(format!("container \"{id}\" has no cgroup")))
+    }
+
+    /// The saved state and cgroup of a container that is not stopped.
+    fn running_cgroup(
+        &self,
+        id: &str,
+    ) -> Result<(crate::state::SavedState, ContainerCgroup), Error> {
+        let dir = ContainerDir::open(&self.root, id)?;
+        let saved = load_state(&dir)?;
+        if status_of(&dir, &saved) == Status::Stopped {
+            return Err(Error::NotRunning);
+        }
+        let cg = saved
+            .cgroup
+            .clone()
+            .ok_or_else(|| Error::Usage(format!("container \"{id}\" has no cgroup: no events")))?;
+        Ok((saved, cg))
+    }
+
     /// Write events of container `id` to `out`: one stats event with `once`, else stats
     /// every `interval` and OOM events as they happen, until the container stops.
     pub fn events(
@@ -89,17 +206,7 @@ impl Runtime {
         if interval.is_zero() {
             return Err(Error::Usage("--interval must be greater than 0".into()));
         }
-        let (saved, cg) = {
-            let dir = ContainerDir::open(&self.root, id)?;
-            let saved = load_state(&dir)?;
-            if status_of(&dir, &saved) == Status::Stopped {
-                return Err(Error::NotRunning);
-            }
-            let cg = saved.cgroup.clone().ok_or_else(|| {
-                Error::Usage(format!("container \"{id}\" has no cgroup: no events"))
-            })?;
-            (saved, cg)
-        };
+        let (saved, cg) = self.running_cgroup(id)?;
         let write = |out: &mut dyn Write, line: String| {
             writeln!(out, "{line}")
                 .and_then(|()| out.flush())
@@ -111,42 +218,29 @@ impl Runtime {
         if once {
             return write(out, stats_line(id, &cg)?);
         }
-        let mut watch = OomWatch::new(&cg);
-        let timeout = PollTimeout::try_from(interval).unwrap_or(PollTimeout::MAX);
+        let mut watch = OomWatcher::new(&cg);
         loop {
             if !crate::container::process_alive(saved.pid, saved.pid_start_time) {
                 return Ok(());
             }
-            let mut oom = false;
-            match &mut watch {
-                OomWatch::EventFd(fd) => {
-                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-                    match poll(&mut fds, timeout) {
-                        Ok(n) if n > 0 => {
-                            let mut buf = [0u8; 8];
-                            oom = nix::unistd::read(fd.as_fd(), &mut buf).is_ok();
-                        }
-                        Ok(_) | Err(nix::Error::EINTR) => {}
-                        Err(source) => {
-                            return Err(Error::Sys {
-                                what: "poll OOM eventfd".into(),
-                                source,
-                            })
-                        }
-                    }
-                }
-                OomWatch::Counter { file, last } => {
+            let seen = match &mut watch {
+                Some(w) => w.poll(interval)?,
+                None => {
                     std::thread::sleep(interval);
-                    if let Some(now) = oom_kill_count(file) {
-                        oom = now > *last;
-                        *last = now;
-                    }
+                    OomPoll::Quiet
                 }
-                OomWatch::None => std::thread::sleep(interval),
-            }
-            if oom {
-                write(out, oom_line(id))?;
-                continue;
+            };
+            match seen {
+                OomPoll::Oom => {
+                    write(out, oom_line(id))?;
+                    continue;
+                }
+                // The cgroup went away with the container: the liveness check ends it.
+                OomPoll::Gone => {
+                    watch = None;
+                    continue;
+                }
+                OomPoll::Quiet => {}
             }
             match stats_line(id, &cg) {
                 Ok(line) => write(out, line)?,
@@ -170,6 +264,28 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&oom_line("c1")).unwrap();
         assert_eq!(v["type"], "oom");
         assert_eq!(v["id"], "c1");
+    }
+
+    /// cgroup2: an `oom_kill` count that grows is one OOM; a missing file ends the watch.
+    #[test]
+    fn v2_watcher_sees_the_oom_kill_count_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("memory.events");
+        std::fs::write(&f, "oom 0\noom_kill 0\n").unwrap();
+        let cg = ContainerCgroup {
+            path: "/x".into(),
+            dirs: [("unified".to_string(), dir.path().to_path_buf())]
+                .into_iter()
+                .collect(),
+        };
+        let mut w = OomWatcher::new(&cg).expect("a watcher on memory.events");
+        let t = Duration::from_millis(50);
+        assert_eq!(w.poll(t).unwrap(), OomPoll::Quiet);
+        std::fs::write(&f, "oom 1\noom_kill 1\n").unwrap();
+        assert_eq!(w.poll(t).unwrap(), OomPoll::Oom);
+        assert_eq!(w.poll(t).unwrap(), OomPoll::Quiet);
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(w.poll(t).unwrap(), OomPoll::Gone);
     }
 
     #[test]

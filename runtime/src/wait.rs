@@ -22,6 +22,19 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// `set` plus the real-time signals SIGRTMIN..=SIGRTMAX (34..=64), which nix's `Signal`
+/// cannot name: they are forwarded too.
+fn with_realtime(set: SigSet) -> SigSet {
+    let mut raw: libc::sigset_t = *set.as_ref();
+    for signo in hull_specs::signal::SIGRTMIN..=hull_specs::signal::SIGRTMAX {
+        // SAFETY: `raw` is an initialised sigset_t; sigaddset only sets the bit of `signo`
+        // (or fails with EINVAL for a signal the C library reserves, which stays out).
+        unsafe { libc::sigaddset(&mut raw, signo) };
+    }
+    // SAFETY: `raw` came from a valid SigSet and only had valid signals added.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
+}
+
 /// Restores the signal mask on drop.
 struct MaskGuard(SigSet);
 
@@ -39,6 +52,7 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
     }
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGWINCH);
+    let set = with_realtime(set);
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(
         |source| Error::Sys {
@@ -103,19 +117,21 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
         drop(fds);
         if ready[0] {
             while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                    continue;
-                };
-                match sig {
-                    Signal::SIGCHLD => {}
-                    Signal::SIGWINCH => {
+                match i32::try_from(info.ssi_signo) {
+                    Ok(libc::SIGCHLD) => {}
+                    Ok(libc::SIGWINCH) => {
                         if let Some(m) = &master {
                             terminal::copy_window_size(m.as_fd());
                         }
                     }
-                    s => {
-                        let _ = nix::sys::signal::kill(pid, s);
+                    // Everything else in the mask: the forwarded signals, real-time ones
+                    // included.
+                    Ok(signo) => {
+                        if let Err(e) = crate::container::send_signal(pid, signo) {
+                            tracing::debug!("forwarding signal {signo} to {pid}: {e}");
+                        }
                     }
+                    Err(_) => {}
                 }
             }
         }
@@ -199,5 +215,28 @@ fn drain(master: BorrowedFd<'_>) {
             }
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has(set: &SigSet, signo: i32) -> bool {
+        // SAFETY: sigismember reads the initialised set behind a valid reference.
+        unsafe { libc::sigismember(set.as_ref(), signo) == 1 }
+    }
+
+    #[test]
+    fn the_forwarded_set_holds_every_realtime_signal() {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        let set = with_realtime(set);
+        assert!(has(&set, libc::SIGTERM));
+        for signo in 34..=64 {
+            assert!(has(&set, signo), "{signo}");
+        }
+        assert!(!has(&set, libc::SIGKILL));
+        assert!(!has(&set, libc::SIGINT));
     }
 }

@@ -7,7 +7,7 @@ use containerd_shim::protos::ttrpc::context::Context;
 use containerd_shim::publisher::RemotePublisher;
 
 pub use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 
@@ -56,5 +56,8 @@ impl Events {
     }
     pub fn resumed(&self, e: TaskResumed) {
         self.send(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(e))
+    }
+    pub fn oom(&self, e: TaskOOM) {
+        self.send(topics::TASK_OOM_EVENT_TOPIC, Box::new(e))
     }
 }

@@ -19,6 +19,9 @@ use crate::process::{timestamp, Container, Process};
 use crate::rootfs;
 use crate::stdio::{self, ConsoleSocket, ProcessIo, StdioPaths};
 
+/// How often the OOM watcher checks that its container still exists.
+const OOM_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The state every request and the exit monitor share.
 #[derive(Default)]
 pub struct Tasks {
@@ -189,6 +192,7 @@ impl Service {
         });
         drop(tasks);
         tracing::info!("created container {} (init pid {pid})", req.id);
+        self.watch_oom(&req.id, &bundle);
         self.events.create(events::TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -375,12 +379,13 @@ impl Service {
                 req.exec_id
             )));
         }
-        let sig = nix::sys::signal::Signal::try_from(signal)
-            .map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig).map_err(|e| match e {
-            nix::Error::ESRCH => ShimError::Finished,
-            e => crate::error::sys(format!("kill {}", p.pid))(e),
-        })
+        hull_runtime::container::check_signal(signal)?;
+        hull_runtime::container::send_signal(nix::unistd::Pid::from_raw(p.pid), signal).map_err(
+            |e| match e {
+                nix::Error::ESRCH => ShimError::Finished,
+                e => crate::error::sys(format!("kill {}", p.pid))(e),
+            },
+        )
     }
 
     fn do_exec(&self, req: &api::ExecProcessRequest) -> Result<()> {
@@ -461,6 +466,60 @@ impl Service {
     fn bundle_of(&self, id: &str) -> Result<PathBuf> {
         let mut tasks = self.lock()?;
         Ok(container(&mut tasks, id)?.bundle.clone())
+    }
+
+    /// Publish `/tasks/oom` whenever the OOM killer acts in the container's memory cgroup
+    /// (as containerd's runc shim does), until the container is deleted or its cgroup goes.
+    fn watch_oom(&self, id: &str, bundle: &Path) {
+        let cg = match runtime_for(bundle).container_cgroup(id) {
+            Ok(cg) => cg,
+            Err(e) => {
+                tracing::warn!("no OOM events for {id}: {e}");
+                return;
+            }
+        };
+        let Some(mut watcher) = hull_runtime::events::OomWatcher::new(&cg) else {
+            tracing::warn!(
+                "no OOM events for {id}: cgroup {} has no memory controller to watch",
+                cg.path
+            );
+            return;
+        };
+        let svc = self.clone();
+        let id = id.to_string();
+        let name = id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("oom".into())
+            .stack_size(128 * 1024)
+            .spawn(move || loop {
+                use hull_runtime::events::OomPoll;
+                match watcher.poll(OOM_POLL) {
+                    Ok(OomPoll::Oom) => {
+                        tracing::info!("OOM killer acted in container {id}");
+                        svc.events.oom(events::TaskOOM {
+                            container_id: id.clone(),
+                            ..Default::default()
+                        });
+                    }
+                    Ok(OomPoll::Quiet) => {
+                        let ours = svc
+                            .lock()
+                            .map(|t| t.container.as_ref().is_some_and(|c| c.id == id))
+                            .unwrap_or(false);
+                        if !ours {
+                            return;
+                        }
+                    }
+                    Ok(OomPoll::Gone) => return,
+                    Err(e) => {
+                        tracing::warn!("watching {id} for OOM: {e}");
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no OOM events for {name}: starting the watcher: {e}");
+        }
     }
 
     fn init_pid(&self) -> Option<i32> {
@@ -617,18 +676,10 @@ impl containerd_shim::Task for Service {
     fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         let r = (|| {
             let bundle = self.bundle_of(&req.id)?;
-            let spec = runtime_for(&bundle).state_config(&req.id)?;
-            let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-            let path = hull_runtime::cgroups::ContainerCgroup::resolve(
-                path.as_ref().and_then(|p| p.to_str()),
-                &req.id,
-                false,
-            )
-            .map_err(hull_runtime::container::Error::from)?;
-            let cg = hull_runtime::cgroups::ContainerCgroup::load(&path)
+            let cg = runtime_for(&bundle).container_cgroup(&req.id)?;
+            let mode = hull_runtime::cgroups::ContainerCgroup::host_mode()
                 .map_err(hull_runtime::container::Error::from)?;
-            let stats = cg.stats().map_err(hull_runtime::container::Error::from)?;
-            crate::metrics::to_any(&stats)
+            crate::metrics::collect(&cg, mode)
         })();
         let any = reply("stats", r)?;
         Ok(api::StatsResponse {

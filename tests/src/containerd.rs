@@ -301,6 +301,23 @@ impl Containerd {
         pids
     }
 
+    /// `ctr events` in the background (every event containerd publishes from now on, one
+    /// line each: time, topic, namespace, payload), its output going to a file.
+    pub fn events(&self) -> EventStream {
+        let path = self.dir.path().join(format!("{}.events", unique("ctr")));
+        let out = File::create(&path)
+            .unwrap_or_else(|e| panic!("cannot create {path:?} for ctr events: {e}"));
+        let child = self
+            .ctr_cmd()
+            .arg("events")
+            .stdout(out)
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {CTR} events: {e}"));
+        EventStream { child, path }
+    }
+
     /// Remove every task, container and image of our namespace, then the namespace.
     pub fn clean_namespace(&self) {
         let quick = Duration::from_secs(20);
@@ -321,6 +338,36 @@ impl Containerd {
         }
         let ns = self.namespace.clone();
         let _ = self.ctr_with(&["namespace", "remove", &ns], None, quick);
+    }
+}
+
+/// A running `ctr events`; stopped (by its pid) on drop.
+pub struct EventStream {
+    child: Child,
+    path: PathBuf,
+}
+
+impl EventStream {
+    /// Everything received so far.
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    /// Wait until a line holds every one of `needles`.
+    pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.text()
+                .lines()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+        })
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -400,3 +400,302 @@ fn containerd_hull_shim_task_operations() {
     };
     task_operations(&e);
 }
+
+impl Env {
+    /// The pids `ctr task ps` lists for `id`.
+    fn task_pids(&self, id: &str) -> Vec<i32> {
+        self.cd
+            .ctr(&["task", "ps", id])
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+}
+
+/// Item 4 of issue 9: real-time signals through `ctr task kill`, to the init
+/// (`SIGRTMIN+3`, what `docker stop` sends to a systemd image) and to an exec (`SIGRTMAX`).
+/// Each process traps its signal and exits with its number.
+fn realtime_signals(e: &Env) {
+    let id = unique("rt");
+    // pid 1 only gets signals it handles; `wait` returns as soon as the trap fires.
+    e.ctr(&e.run_args(
+        &["-d"],
+        &id,
+        &["sh", "-c", "trap 'exit 37' 37; sleep 1000 & wait"],
+    ))
+    .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "RUNNING"),
+        "{:?}\n{}",
+        e.task_status(&id),
+        e.cd.log_tail()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || e.task_pids(&id).len() == 2),
+        "init's sleep never started: {:?}",
+        e.task_pids(&id)
+    );
+    let fifo_dir = e.cd.fifo_dir().display().to_string();
+    let mut exec = e.cd.ctr_cmd();
+    exec.args([
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "rt",
+        &id,
+        "sh",
+        "-c",
+        // The sleep outlives the exec's shell: it must not hold the exec's stdout, or
+        // `ctr task exec` waits for it (see the report on issue 9).
+        "trap 'exit 64' 64; sleep 1000 >/dev/null 2>&1 & wait",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut exec = exec.spawn().expect("spawn ctr task exec");
+    let started = wait_until(Duration::from_secs(30), || e.task_pids(&id).len() == 4);
+    let pids = e.task_pids(&id);
+    if !started {
+        let _ = exec.kill();
+        let _ = exec.wait();
+        panic!("the exec's sleep never started: {pids:?}");
+    }
+    let k =
+        e.cd.ctr(&["task", "kill", "--exec-id", "rt", "-s", "SIGRTMAX", &id]);
+    if !k.ok() {
+        let _ = exec.kill();
+        let _ = exec.wait();
+    }
+    k.assert_ok();
+    let st = hull_tests::util::wait_child(&mut exec, Duration::from_secs(30));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(64),
+        "exec after SIGRTMAX: {st:?}\n{}",
+        e.cd.log_tail()
+    );
+    e.cd.ctr(&["task", "kill", "-s", "SIGRTMIN+3", &id])
+        .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "STOPPED"),
+        "{:?}",
+        e.task_status(&id)
+    );
+    let del = e.cd.ctr(&["task", "delete", &id]);
+    del.assert_ok();
+    assert!(del.stderr.contains("exit code 37"), "{del}");
+    e.cd.ctr(&["container", "delete", &id]).assert_ok();
+    e.assert_nothing_left(&id, &pids);
+}
+
+/// Item 10 of issue 9: a container killed by its memory cgroup's OOM killer exits 137 and
+/// the shim publishes `/tasks/oom` for it (as containerd's runc shim does).
+fn oom_event(e: &Env) {
+    let events = e.cd.events();
+    // Let `ctr events` subscribe before anything happens.
+    std::thread::sleep(Duration::from_secs(1));
+    let id = unique("oom");
+    // The string doubles until the 32 MiB limit stops it (the host has no swap to use).
+    let out = e.ctr(&e.run_args(
+        &["--rm", "--memory-limit", "33554432"],
+        &id,
+        &[
+            "sh",
+            "-c",
+            "x=0123456789abcdef; while true; do x=$x$x; done",
+        ],
+    ));
+    assert_eq!(out.code(), 137, "{out}\n{}", e.cd.log_tail());
+    assert!(
+        events.wait_for(&["/tasks/oom", &id], Duration::from_secs(10)),
+        "no /tasks/oom event for {id}; events:\n{}\ncontainerd log:\n{}",
+        events.text(),
+        e.cd.log_tail()
+    );
+    e.assert_nothing_left(&id, &[]);
+}
+
+/// The JSON number at `path` (`"memory.usage.limit"`) of `ctr task metrics --format json`.
+fn metric(v: &serde_json::Value, path: &str) -> u64 {
+    path.split('.')
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Item 10 of issue 9: `ctr task metrics` carries what containerd's runc shim sends for the
+/// same container (cgroup v1 here: `io.containerd.cgroups.v1.Metrics`). ctr leaves zero
+/// fields out of its JSON, so each field checked must be there and plausible.
+fn metrics_are_complete(e: &Env) {
+    let id = unique("metrics");
+    let limit: u64 = 64 << 20;
+    let limit_s = limit.to_string();
+    // Some user CPU time (a busy loop), page cache (a file), children that exit (pages
+    // uncharged), then idle with three processes (only ever three at the end).
+    let script = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; \
+                  dd if=/dev/zero of=/tmp/f bs=64k count=16 2>/dev/null; \
+                  cat /tmp/f > /dev/null; sleep 1000 & sleep 1000 & wait";
+    e.ctr(&e.run_args(
+        &["-d", "--memory-limit", &limit_s],
+        &id,
+        &["sh", "-c", script],
+    ))
+    .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "RUNNING"),
+        "{:?}\n{}",
+        e.task_status(&id),
+        e.cd.log_tail()
+    );
+    // The loop is over once the shell runs its two `sleep` children.
+    assert!(
+        wait_until(Duration::from_secs(90), || e.task_pids(&id).len() == 3),
+        "the container never reached its sleeps: {:?}",
+        e.task_pids(&id)
+    );
+    let pids = e.task_pids(&id);
+    let out = e.cd.ctr(&["task", "metrics", "--format", "json", &id]);
+    out.assert_ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|err| panic!("{err}: {out}"));
+    eprintln!("ctr task metrics --format json:\n{}", out.stdout);
+    let mut missing = Vec::new();
+    let mut want = |what: &str, ok: bool| {
+        if !ok {
+            missing.push(what.to_string());
+        }
+    };
+    // cgroup v1 fields (io.containerd.cgroups.v1.Metrics).
+    want("pids.current", metric(&v, "pids.current") == 3);
+    want("cpu.usage.total", metric(&v, "cpu.usage.total") > 0);
+    want("cpu.usage.user", metric(&v, "cpu.usage.user") > 0);
+    let per_cpu: u64 = v["cpu"]["usage"]["per_cpu"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(0);
+    want("cpu.usage.per_cpu", per_cpu > 0);
+    want(
+        "memory.usage.limit",
+        metric(&v, "memory.usage.limit") == limit,
+    );
+    want("memory.usage.usage", metric(&v, "memory.usage.usage") > 0);
+    want("memory.usage.max", metric(&v, "memory.usage.max") > 0);
+    want(
+        "memory.hierarchical_memory_limit",
+        metric(&v, "memory.hierarchical_memory_limit") == limit,
+    );
+    want("memory.rss", metric(&v, "memory.rss") > 0);
+    want("memory.cache", metric(&v, "memory.cache") > 0);
+    // ctr's JSON names (Go's): pgpgin is `pg_pg_in`.
+    want("memory.pg_pg_in", metric(&v, "memory.pg_pg_in") > 0);
+    want("memory.pg_pg_out", metric(&v, "memory.pg_pg_out") > 0);
+    want("memory.pg_fault", metric(&v, "memory.pg_fault") > 0);
+    for f in [
+        "total_cache",
+        "total_rss",
+        "total_pg_pg_in",
+        "total_pg_pg_out",
+        "total_pg_fault",
+        "total_active_anon",
+        "total_inactive_file",
+    ] {
+        let total = metric(&v, &format!("memory.{f}"));
+        // A leaf cgroup: the hierarchical total is at least the local counter.
+        let local = metric(&v, &format!("memory.{}", &f["total_".len()..]));
+        want(&format!("memory.{f}"), total > 0 && total >= local);
+    }
+    let mem = cgroup_dirs(&e.cgroup(&id))
+        .into_iter()
+        .find(|d| d.join("memory.stat").exists());
+    let has = |file: &str| mem.as_ref().is_some_and(|d| d.join(file).exists());
+    if has("memory.memsw.limit_in_bytes") {
+        want(
+            "memory.hierarchical_swap_limit",
+            metric(&v, "memory.hierarchical_swap_limit") >= limit,
+        );
+        want("memory.swap.limit", metric(&v, "memory.swap.limit") > 0);
+        want("memory.swap.usage", metric(&v, "memory.swap.usage") > 0);
+    } else {
+        eprintln!("skipped: swap fields: this kernel has no memory.memsw.* (swap accounting off)");
+    }
+    if has("memory.kmem.tcp.limit_in_bytes") {
+        want(
+            "memory.kernel_tcp.limit",
+            metric(&v, "memory.kernel_tcp.limit") > 0,
+        );
+    } else {
+        eprintln!("skipped: memory.kernel_tcp: this kernel has no memory.kmem.tcp.*");
+    }
+    if has("memory.kmem.limit_in_bytes") {
+        want("memory.kernel.limit", metric(&v, "memory.kernel.limit") > 0);
+    }
+    assert!(
+        missing.is_empty(),
+        "metrics lack {missing:?}:\n{}",
+        out.stdout
+    );
+    e.cd.ctr(&["task", "kill", "-s", "SIGKILL", &id])
+        .assert_ok();
+    assert!(
+        e.wait_task_status(&id, "STOPPED"),
+        "{:?}",
+        e.task_status(&id)
+    );
+    e.cd.ctr(&["task", "delete", &id]).assert_ok();
+    e.cd.ctr(&["container", "delete", &id]).assert_ok();
+    e.assert_nothing_left(&id, &pids);
+}
+
+#[test]
+fn containerd_runc_shim_realtime_signals() {
+    let Some(e) = env("runc-shim-rt", runc_shim()) else {
+        return;
+    };
+    realtime_signals(&e);
+}
+
+#[test]
+fn containerd_hull_shim_realtime_signals() {
+    let Some(e) = env("hull-shim-rt", Via::HullShim) else {
+        return;
+    };
+    realtime_signals(&e);
+}
+
+/// The reference: containerd's runc shim watches the cgroup hull made.
+#[test]
+fn containerd_runc_shim_oom_event() {
+    let Some(e) = env("runc-shim-oom", runc_shim()) else {
+        return;
+    };
+    oom_event(&e);
+}
+
+#[test]
+fn containerd_hull_shim_oom_event() {
+    let Some(e) = env("hull-shim-oom", Via::HullShim) else {
+        return;
+    };
+    oom_event(&e);
+}
+
+/// The reference: containerd's runc shim reads the cgroup hull made.
+#[test]
+fn containerd_runc_shim_metrics() {
+    let Some(e) = env("runc-shim-metrics", runc_shim()) else {
+        return;
+    };
+    metrics_are_complete(&e);
+}
+
+#[test]
+fn containerd_hull_shim_metrics() {
+    let Some(e) = env("hull-shim-metrics", Via::HullShim) else {
+        return;
+    };
+    metrics_are_complete(&e);
+}

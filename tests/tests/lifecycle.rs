@@ -709,3 +709,111 @@ fn create_killed_at_any_moment_is_consistent() {
     }
     assert_no_leftovers(&rt, &b);
 }
+
+/// A pid-1 shell that exits with the number of the real-time signal it receives (pid 1
+/// only receives signals it has a handler for).
+const RT_TRAPS: &str = "trap 'exit 34' 34; trap 'exit 37' 37; trap 'exit 63' 63; \
+                        trap 'exit 64' 64; while true; do sleep 0.05; done";
+
+/// Foreground `hull run` of `b` under a fresh id, once the container runs its loop.
+fn spawn_run_with_traps(rt: &hull_tests::Runtime, b: &Bundle) -> (String, std::process::Child) {
+    let id = rt.id();
+    b.write();
+    let mut c = rt.cmd(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = c.spawn().unwrap();
+    assert!(rt.wait_status(&id, "running", T), "container never ran");
+    // The traps are in place once sh runs its first `sleep`.
+    assert!(
+        wait_until(T, || rt.ps_pids(&id).len() > 1),
+        "the container's loop never started"
+    );
+    (id, child)
+}
+
+/// Item 4 of issue 9: `kill` takes real-time signals by number (34..=64) and by every
+/// name form (`RTMIN+3`, `SIGRTMIN+3`, `rtmin+3`, `RTMIN`, `RTMAX`, `RTMAX-1`), and the
+/// container's init receives exactly that signal (its trap exits with the number).
+#[test]
+fn kill_realtime_signals_by_number_and_name() {
+    let Some(rt) = setup("kill-rt") else { return };
+    let mut b = Bundle::new();
+    b.sh(RT_TRAPS);
+    let mut cases = vec![("37", 37), ("34", 34), ("64", 64)];
+    // runc 1.1 takes only numbers for real-time signals (x/sys/unix knows no RT names).
+    if !rt.is_runc() || hull_tests::skip::force_hull_only() {
+        cases.extend([
+            ("RTMIN+3", 37),
+            ("SIGRTMIN+3", 37),
+            ("rtmin+3", 37),
+            ("RTMIN", 34),
+            ("SIGRTMIN", 34),
+            ("RTMAX", 64),
+            ("RTMAX-1", 63),
+        ]);
+    }
+    for (sig, want) in cases {
+        let (id, mut child) = spawn_run_with_traps(&rt, &b);
+        let o = rt.kill(&id, sig);
+        if !o.ok() {
+            rt.kill(&id, "KILL");
+            let _ = wait_child(&mut child, T);
+        }
+        o.assert_ok();
+        let st = wait_child(&mut child, T).expect("run did not exit after the signal");
+        assert_eq!(st.code(), Some(want), "kill {sig}: run exited {st:?}");
+    }
+    assert_no_leftovers(&rt, &b);
+}
+
+/// `kill --all` with a real-time signal reaches every process of the container.
+#[test]
+fn kill_all_realtime_signal() {
+    let Some(rt) = setup("kill-all-rt") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    // The children have no handler: the default action of a real-time signal ends them.
+    b.sh("sleep 60 & sleep 60 & wait; exit 3");
+    let id = rt.start_running(&b);
+    assert!(
+        wait_until(T, || rt.ps_pids(&id).len() == 3),
+        "children did not start"
+    );
+    rt.kill_all(&id, "37").assert_ok();
+    assert!(
+        rt.wait_status(&id, "stopped", T),
+        "kill --all 37 did not stop it"
+    );
+    rt.delete(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
+
+/// Real-time signals sent to a foreground `run` are forwarded to the container (as runc
+/// forwards every signal), not acted on by `run` itself.
+#[test]
+fn run_forwards_realtime_signals() {
+    let Some(rt) = setup("run-forward-rt") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    b.sh(RT_TRAPS);
+    let mut cases = vec![(37, 37), (libc::SIGRTMAX(), 64)];
+    // runc 1.1 (Go) is itself killed by SIGRTMIN (34) instead of forwarding it.
+    if !rt.is_runc() || hull_tests::skip::force_hull_only() {
+        cases.push((libc::SIGRTMIN(), 34));
+    }
+    for (sig, want) in cases {
+        let (id, mut child) = spawn_run_with_traps(&rt, &b);
+        signal(child.id() as i32, sig);
+        let st = wait_child(&mut child, T);
+        if st.is_none() {
+            rt.kill(&id, "KILL");
+            let _ = wait_child(&mut child, T);
+        }
+        let st = st.expect("run did not exit after the forwarded signal");
+        assert_eq!(st.code(), Some(want), "signal {sig} to run: exited {st:?}");
+    }
+    assert_no_leftovers(&rt, &b);
+}
