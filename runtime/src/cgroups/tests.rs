@@ -453,6 +453,28 @@ fn spec_devices_become_allow_rules() {
 }
 
 #[test]
+fn spec_fifo_gets_no_device_rule() {
+    let fifo = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path("/dev/fifo")
+        .typ(LinuxDeviceType::P)
+        .major(0)
+        .minor(0)
+        .build()
+        .unwrap();
+    let null = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path("/dev/e2e-null")
+        .typ(LinuxDeviceType::C)
+        .major(1)
+        .minor(3)
+        .build()
+        .unwrap();
+    let rules = spec_device_rules(&[fifo, null]);
+    assert_eq!(rules.len(), 1);
+    let res = with_devices(rules);
+    assert!(plan::check("/t", &res, &hybrid_env(), Purpose::Create).is_ok());
+}
+
+#[test]
 fn hugetlb_files_per_hierarchy() {
     assert_eq!(
         apply::hugetlb_writes(true, "2MB", -1, |_| true),
