@@ -12,7 +12,7 @@ use oci_spec::runtime::LinuxResources;
 use super::error::chain;
 use super::fsutil::{self, Ctx};
 use super::layout::{Mode, UNIFIED_KEY};
-use super::plan::{DevicePlan, Env, Plan};
+use super::plan::{DevicePlan, Env, Plan, Purpose};
 use super::CgroupError;
 
 /// The cgroup being configured.
@@ -64,8 +64,227 @@ impl Target<'_> {
     }
 }
 
-/// Applies `res` to `t` according to `plan`.
+/// Applies `res` (already [`normalize`](super::normalize::normalize)d and checked by
+/// the plan) to `t`. Every file is checked first ([`preflight`]), so a request this host
+/// cannot carry out changes nothing; when a write still fails (the kernel refuses a value),
+/// an update's error names the fields already written.
 pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result<(), CgroupError> {
+    preflight(t, res, plan)?;
+    let mut applied = Vec::new();
+    match write_all(t, res, plan, &mut applied) {
+        Ok(()) => Ok(()),
+        Err(e) if plan.purpose == Purpose::Update && !applied.is_empty() => {
+            Err(CgroupError::PartiallyApplied {
+                path: t.path.to_string(),
+                applied,
+                source: Box::new(e),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The v1 blkio files for (weight, weightDevice): CFQ's, else BFQ's (as runc).
+fn blkio_weight_files(dir: &Path) -> Option<(&'static str, &'static str)> {
+    if dir.join("blkio.weight").exists() {
+        Some(("blkio.weight", "blkio.weight_device"))
+    } else if dir.join("blkio.bfq.weight").exists() {
+        Some(("blkio.bfq.weight", "blkio.bfq.weight_device"))
+    } else {
+        None
+    }
+}
+
+/// Every file the request will write exists (no side effects).
+fn preflight(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result<(), CgroupError> {
+    let v2 = t.env.mode == Mode::V2;
+    if let Some(cpu) = res.cpu() {
+        if cpu.idle().is_some() {
+            t.knob("linux.resources.cpu.idle", "cpu", "cpu.idle")?;
+        }
+        if cpu.burst().is_some() {
+            let file = if v2 {
+                "cpu.max.burst"
+            } else {
+                "cpu.cfs_burst_us"
+            };
+            t.knob("linux.resources.cpu.burst", "cpu", file)?;
+        }
+        if !v2 {
+            for (field, set, file) in [
+                ("shares", cpu.shares().is_some(), "cpu.shares"),
+                ("quota", cpu.quota().is_some(), "cpu.cfs_quota_us"),
+                ("period", cpu.period().is_some(), "cpu.cfs_period_us"),
+                (
+                    "realtimeRuntime",
+                    cpu.realtime_runtime().is_some(),
+                    "cpu.rt_runtime_us",
+                ),
+                (
+                    "realtimePeriod",
+                    cpu.realtime_period().is_some(),
+                    "cpu.rt_period_us",
+                ),
+            ] {
+                if set {
+                    t.knob(&format!("linux.resources.cpu.{field}"), "cpu", file)?;
+                }
+            }
+        }
+    }
+    if let Some(mem) = res.memory() {
+        if !v2 && mem.swap().is_some() {
+            t.knob(
+                "linux.resources.memory.swap",
+                "memory",
+                "memory.memsw.limit_in_bytes",
+            )?;
+        }
+        if !v2 && mem.swappiness().is_some() {
+            t.knob(
+                "linux.resources.memory.swappiness",
+                "memory",
+                "memory.swappiness",
+            )?;
+        }
+    }
+    if let Some(bio) = res.block_io() {
+        let nonempty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
+        let throttles = [
+            (
+                "throttleReadBpsDevice",
+                nonempty(bio.throttle_read_bps_device()),
+                "blkio.throttle.read_bps_device",
+            ),
+            (
+                "throttleWriteBpsDevice",
+                nonempty(bio.throttle_write_bps_device()),
+                "blkio.throttle.write_bps_device",
+            ),
+            (
+                "throttleReadIOPSDevice",
+                nonempty(bio.throttle_read_iops_device()),
+                "blkio.throttle.read_iops_device",
+            ),
+            (
+                "throttleWriteIOPSDevice",
+                nonempty(bio.throttle_write_iops_device()),
+                "blkio.throttle.write_iops_device",
+            ),
+        ];
+        let weights = bio.weight().is_some()
+            || bio
+                .weight_device()
+                .iter()
+                .flatten()
+                .any(|d| d.weight().is_some());
+        if v2 {
+            if weights {
+                let field = if bio.weight().is_some() {
+                    "weight"
+                } else {
+                    "weightDevice"
+                };
+                t.knob(
+                    &format!("linux.resources.blockIO.{field}"),
+                    "io",
+                    "io.bfq.weight",
+                )?;
+            }
+            for (name, requested, _) in throttles {
+                if requested {
+                    t.knob(&format!("linux.resources.blockIO.{name}"), "io", "io.max")?;
+                }
+            }
+        } else {
+            let Some((_, dir)) = t.dir_for("blkio") else {
+                return Err(t.unsupported("linux.resources.blockIO", "no blkio hierarchy".into()));
+            };
+            if weights && blkio_weight_files(dir).is_none() {
+                let field = if bio.weight().is_some() {
+                    "weight"
+                } else {
+                    "weightDevice"
+                };
+                return Err(t.unsupported(
+                    &format!("linux.resources.blockIO.{field}"),
+                    "this kernel provides no blkio weight file (blkio.weight nor blkio.bfq.weight: \
+                     no CFQ or BFQ I/O scheduler)"
+                        .into(),
+                ));
+            }
+            let leaf_devices = bio
+                .weight_device()
+                .iter()
+                .flatten()
+                .any(|d| d.leaf_weight().is_some());
+            if bio.leaf_weight().is_some() {
+                t.knob(
+                    "linux.resources.blockIO.leafWeight",
+                    "blkio",
+                    "blkio.leaf_weight",
+                )?;
+            }
+            if leaf_devices {
+                t.knob(
+                    "linux.resources.blockIO.weightDevice",
+                    "blkio",
+                    "blkio.leaf_weight_device",
+                )?;
+            }
+            for (name, requested, file) in throttles {
+                if requested {
+                    t.knob(&format!("linux.resources.blockIO.{name}"), "blkio", file)?;
+                }
+            }
+        }
+    }
+    if res.pids().is_some() {
+        t.knob("linux.resources.pids", "pids", "pids.max")?;
+    }
+    for (i, h) in res.hugepage_limits().iter().flatten().enumerate() {
+        let field = format!("linux.resources.hugepageLimits[{i}]");
+        let Some((key, dir)) = t.dir_for("hugetlb") else {
+            return Err(t.unsupported(&field, "no hugetlb hierarchy".into()));
+        };
+        for (file, _) in hugetlb_writes(key == UNIFIED_KEY, h.page_size(), h.limit(), |f| {
+            dir.join(f).exists()
+        }) {
+            if !dir.join(&file).exists() {
+                return Err(t.unsupported(
+                    &field,
+                    format!("this kernel provides no hugetlb file {file}"),
+                ));
+            }
+        }
+    }
+    for key in res.unified().iter().flat_map(|m| m.keys()) {
+        let field = format!("linux.resources.unified[{key:?}]");
+        let Some(dir) = t.dirs.get(UNIFIED_KEY) else {
+            return Err(t.unsupported(&field, "cgroup2 is not mounted".into()));
+        };
+        if !dir.join(key).exists() {
+            return Err(t.unsupported(
+                &field,
+                format!("no cgroup2 file {key} in {}", dir.display()),
+            ));
+        }
+    }
+    if let DevicePlan::V1(_) = &plan.devices {
+        if t.dir_for("devices").is_none() {
+            return Err(t.unsupported("linux.resources.devices", "no devices hierarchy".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The writes, in order; `applied` collects the field groups written so far.
+fn write_all(
+    t: &Target<'_>,
+    res: &LinuxResources,
+    plan: &Plan,
+    applied: &mut Vec<String>,
+) -> Result<(), CgroupError> {
     let v2 = t.env.mode == Mode::V2;
     let mut core = CoreSetter::new(t);
 
@@ -81,11 +300,13 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
             let mut r = LinuxResources::default();
             r.set_cpu(Some(cpu.clone()));
             core.set("linux.resources.cpu", "cpu,cpuset", &r)?;
+            applied.push("linux.resources.cpu".into());
         }
         if let Some(idle) = cpu.idle() {
             let field = "linux.resources.cpu.idle";
             let dir = t.knob(field, "cpu", "cpu.idle")?;
             fsutil::write(t.ctx("cpu"), &dir, "cpu.idle", &idle.to_string())?;
+            applied.push(field.into());
         }
         if let Some(burst) = cpu.burst() {
             let field = "linux.resources.cpu.burst";
@@ -96,6 +317,7 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
             };
             let dir = t.knob(field, "cpu", file)?;
             fsutil::write(t.ctx("cpu"), &dir, file, &burst.to_string())?;
+            applied.push(field.into());
         }
     }
 
@@ -106,16 +328,10 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
             || mem.swappiness().is_some()
             || mem.disable_oom_killer() == Some(true);
         if core_part {
-            if !v2 && mem.swap().is_some_and(|s| s != 0) {
-                t.knob(
-                    "linux.resources.memory.swap",
-                    "memory",
-                    "memory.memsw.limit_in_bytes",
-                )?;
-            }
             let mut r = LinuxResources::default();
             r.set_memory(Some(*mem));
             core.set("linux.resources.memory", "memory", &r)?;
+            applied.push("linux.resources.memory".into());
         }
     }
 
@@ -123,89 +339,53 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
         let mut r = LinuxResources::default();
         r.set_pids(Some(*pids));
         core.set("linux.resources.pids", "pids", &r)?;
+        applied.push("linux.resources.pids".into());
     }
 
     if let Some(bio) = res.block_io() {
         let c = if v2 { "io" } else { "blkio" };
-        let nonempty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
-        let wd = bio.weight_device().as_ref();
-        let checks: [(&str, bool, &str); 6] = if v2 {
-            [
-                ("weight", bio.weight().is_some(), "io.bfq.weight"),
-                (
-                    "weightDevice",
-                    wd.is_some_and(|v| !v.is_empty()),
-                    "io.bfq.weight",
-                ),
-                (
-                    "throttleReadBpsDevice",
-                    nonempty(bio.throttle_read_bps_device()),
-                    "io.max",
-                ),
-                (
-                    "throttleWriteBpsDevice",
-                    nonempty(bio.throttle_write_bps_device()),
-                    "io.max",
-                ),
-                (
-                    "throttleReadIOPSDevice",
-                    nonempty(bio.throttle_read_iops_device()),
-                    "io.max",
-                ),
-                (
-                    "throttleWriteIOPSDevice",
-                    nonempty(bio.throttle_write_iops_device()),
-                    "io.max",
-                ),
-            ]
-        } else {
-            [
-                (
-                    "weight",
-                    bio.weight().is_some() || bio.leaf_weight().is_some(),
-                    "blkio.weight",
-                ),
-                (
-                    "weightDevice",
-                    wd.is_some_and(|v| !v.is_empty()),
-                    "blkio.weight_device",
-                ),
-                (
-                    "throttleReadBpsDevice",
-                    nonempty(bio.throttle_read_bps_device()),
-                    "blkio.throttle.read_bps_device",
-                ),
-                (
-                    "throttleWriteBpsDevice",
-                    nonempty(bio.throttle_write_bps_device()),
-                    "blkio.throttle.write_bps_device",
-                ),
-                (
-                    "throttleReadIOPSDevice",
-                    nonempty(bio.throttle_read_iops_device()),
-                    "blkio.throttle.read_iops_device",
-                ),
-                (
-                    "throttleWriteIOPSDevice",
-                    nonempty(bio.throttle_write_iops_device()),
-                    "blkio.throttle.write_iops_device",
-                ),
-            ]
-        };
-        let mut any = false;
-        for (name, requested, file) in checks {
-            if requested {
-                any = true;
-                t.knob(&format!("linux.resources.blockIO.{name}"), c, file)?;
+        let mut rest = bio.clone();
+        if !v2 {
+            // Weights directly (cgroups-rs knows only CFQ's files), the throttles below.
+            let dir = t.knob("linux.resources.blockIO", "blkio", "cgroup.procs")?;
+            let ctx = t.ctx("blkio");
+            let files = blkio_weight_files(&dir);
+            if let (Some(w), Some((file, _))) = (bio.weight(), files) {
+                fsutil::write(ctx, &dir, file, &w.to_string())?;
+                applied.push("linux.resources.blockIO.weight".into());
             }
+            if let Some(w) = bio.leaf_weight() {
+                fsutil::write(ctx, &dir, "blkio.leaf_weight", &w.to_string())?;
+                applied.push("linux.resources.blockIO.leafWeight".into());
+            }
+            for d in bio.weight_device().iter().flatten() {
+                let dev = format!("{}:{}", d.major(), d.minor());
+                if let (Some(w), Some((_, file))) = (d.weight(), files) {
+                    fsutil::write(ctx, &dir, file, &format!("{dev} {w}"))?;
+                }
+                if let Some(w) = d.leaf_weight() {
+                    fsutil::write(ctx, &dir, "blkio.leaf_weight_device", &format!("{dev} {w}"))?;
+                }
+            }
+            if bio.weight_device().is_some() {
+                applied.push("linux.resources.blockIO.weightDevice".into());
+            }
+            rest.set_weight(None);
+            rest.set_leaf_weight(None);
+            rest.set_weight_device(None);
         }
-        if !v2 && bio.leaf_weight().is_some() {
-            t.knob("linux.resources.blockIO.leafWeight", c, "blkio.leaf_weight")?;
-        }
+        let nonempty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
+        let any = rest.weight().is_some()
+            || rest.weight_device().is_some()
+            || nonempty(rest.throttle_read_bps_device())
+            || nonempty(rest.throttle_write_bps_device())
+            || nonempty(rest.throttle_read_iops_device())
+            || nonempty(rest.throttle_write_iops_device());
         if any {
             let mut r = LinuxResources::default();
-            r.set_block_io(Some(bio.clone()));
+            r.set_block_io(Some(rest));
             core.set("linux.resources.blockIO", c, &r)?;
+            applied.push("linux.resources.blockIO".into());
         }
     }
 
@@ -226,6 +406,7 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
             }
             fsutil::write(ctx, dir, &file, &value)?;
         }
+        applied.push(field);
     }
 
     if let Some(net) = res.network() {
@@ -234,6 +415,7 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
             let mut r = LinuxResources::default();
             r.set_network(Some(net.clone()));
             core.set("linux.resources.network", "net_cls,net_prio", &r)?;
+            applied.push("linux.resources.network".into());
         }
     }
 
@@ -249,6 +431,7 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
             ));
         }
         fsutil::write(t.ctx(UNIFIED_KEY), dir, key, value)?;
+        applied.push(field);
     }
 
     match &plan.devices {

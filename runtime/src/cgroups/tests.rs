@@ -474,6 +474,97 @@ fn spec_fifo_gets_no_device_rule() {
     assert!(plan::check("/t", &res, &hybrid_env(), Purpose::Create).is_ok());
 }
 
+fn res(json: &str) -> LinuxResources {
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn normalize_drops_what_runc_treats_as_unset() {
+    // Docker 20.10's `docker run` and `docker update` resources, and every other zero.
+    let n = normalize_resources(&res(
+        r#"{"memory":{"limit":0,"reservation":0,"swap":0,"kernel":0,"kernelTCP":0,
+            "swappiness":18446744073709551615,"disableOOMKiller":false},
+            "cpu":{"shares":0,"quota":0,"period":0,"realtimeRuntime":0,"realtimePeriod":0,
+            "cpus":"","mems":""},
+            "pids":{"limit":0},
+            "blockIO":{"weight":0,"leafWeight":0,"weightDevice":[{"major":8,"minor":0,"weight":0}]},
+            "network":{"classID":0}}"#,
+    ));
+    assert_eq!(n, LinuxResources::default());
+    // Real values survive, each zero beside them goes.
+    let n = normalize_resources(&res(
+        r#"{"memory":{"limit":67108864,"reservation":0,"swap":134217728,"kernel":0,"swappiness":10},
+            "cpu":{"shares":0,"quota":-1,"period":100000,"cpus":"0"},
+            "pids":{"limit":-1},
+            "blockIO":{"weight":0,"weightDevice":[{"major":8,"minor":0,"weight":0,"leafWeight":20},
+                                                  {"major":8,"minor":16,"weight":0}],
+                       "throttleReadBpsDevice":[{"major":8,"minor":0,"rate":0}]}}"#,
+    ));
+    let want = res(
+        r#"{"memory":{"limit":67108864,"swap":134217728,"swappiness":10},
+            "cpu":{"quota":-1,"period":100000,"cpus":"0"},
+            "pids":{"limit":-1},
+            "blockIO":{"weightDevice":[{"major":8,"minor":0,"leafWeight":20}],
+                       "throttleReadBpsDevice":[{"major":8,"minor":0,"rate":0}]}}"#,
+    );
+    assert_eq!(n, want);
+    // `{"cpu":{"shares":0}}` needs no controller at all, not even on a host without cpu.
+    let mut env = hybrid_env();
+    env.v1.remove("cpu");
+    env.v1.remove("blkio");
+    let docker = normalize_resources(&res(
+        r#"{"memory":{"disableOOMKiller":false},"cpu":{"shares":0},"blockIO":{"weight":0}}"#,
+    ));
+    assert!(plan::check("/t", &docker, &env, Purpose::Create).is_ok());
+}
+
+#[test]
+fn plan_checks_kernel_ranges_before_any_write() {
+    let cases = [
+        (r#"{"cpu":{"shares":1}}"#, "linux.resources.cpu.shares"),
+        (r#"{"cpu":{"shares":300000}}"#, "linux.resources.cpu.shares"),
+        (r#"{"cpu":{"period":10}}"#, "linux.resources.cpu.period"),
+        (
+            r#"{"cpu":{"period":2000000}}"#,
+            "linux.resources.cpu.period",
+        ),
+        (r#"{"cpu":{"quota":999}}"#, "linux.resources.cpu.quota"),
+        (
+            r#"{"blockIO":{"weight":5000}}"#,
+            "linux.resources.blockIO.weight",
+        ),
+        (
+            r#"{"blockIO":{"leafWeight":5}}"#,
+            "linux.resources.blockIO.leafWeight",
+        ),
+        (
+            r#"{"blockIO":{"weightDevice":[{"major":8,"minor":0,"weight":1001}]}}"#,
+            "linux.resources.blockIO.weightDevice[0].weight",
+        ),
+        (r#"{"memory":{"limit":-2}}"#, "linux.resources.memory.limit"),
+    ];
+    for (json, field) in cases {
+        let err = plan::check("/t", &res(json), &hybrid_env(), Purpose::Update)
+            .expect_err(json)
+            .to_string();
+        assert!(err.contains(field), "{json}: {err}");
+    }
+    for json in [
+        r#"{"cpu":{"shares":2,"quota":-1,"period":1000}}"#,
+        r#"{"cpu":{"shares":262144,"quota":1000,"period":1000000}}"#,
+        r#"{"blockIO":{"weight":1000}}"#,
+        r#"{"memory":{"limit":-1,"swap":-1}}"#,
+    ] {
+        assert!(
+            plan::check("/t", &res(json), &hybrid_env(), Purpose::Update).is_ok(),
+            "{json}"
+        );
+    }
+    // cgroup v2: weights up to 10000, shares are converted to cpu.weight.
+    let ok = res(r#"{"cpu":{"shares":1},"blockIO":{"weight":10000}}"#);
+    assert!(plan::check("/t", &ok, &v2_env(), Purpose::Update).is_ok());
+}
+
 #[test]
 fn hugetlb_files_per_hierarchy() {
     assert_eq!(
