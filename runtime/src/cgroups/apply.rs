@@ -322,16 +322,35 @@ fn write_all(
     }
 
     if let Some(mem) = res.memory() {
-        let core_part = mem.limit().is_some()
-            || mem.reservation().is_some()
-            || mem.swap().is_some()
-            || mem.swappiness().is_some()
-            || mem.disable_oom_killer() == Some(true);
-        if core_part {
-            let mut r = LinuxResources::default();
-            r.set_memory(Some(*mem));
-            core.set("linux.resources.memory", "memory", &r)?;
-            applied.push("linux.resources.memory".into());
+        // Directly rather than through cgroups-rs, which writes memory.swap.max = 0 on
+        // cgroup v2 when no swap limit is given, and memsw = -1 on v1 without checking
+        // that the kernel has it.
+        let (key, dir) = t
+            .dir_for("memory")
+            .ok_or_else(|| t.unsupported("linux.resources.memory", "no memory hierarchy".into()))?;
+        let ctx = t.ctx(&key);
+        let current = if v2 {
+            None
+        } else {
+            fsutil::read(ctx, dir, "memory.limit_in_bytes")?
+                .parse()
+                .ok()
+        };
+        let swap_file = if v2 {
+            "memory.swap.max"
+        } else {
+            "memory.memsw.limit_in_bytes"
+        };
+        let writes = memory_writes(v2, mem, current, dir.join(swap_file).exists()).map_err(
+            |(field, reason)| CgroupError::InvalidValue {
+                path: t.path.to_string(),
+                field: format!("linux.resources.memory.{field}"),
+                reason,
+            },
+        )?;
+        for (file, value, field) in writes {
+            fsutil::write(ctx, dir, file, &value)?;
+            applied.push(format!("linux.resources.memory.{field}"));
         }
     }
 
@@ -453,6 +472,103 @@ fn write_all(
         DevicePlan::Keep => {}
     }
     Ok(())
+}
+
+/// One memory write: `(file, value, field)`.
+pub(crate) type MemoryWrite = (&'static str, String, &'static str);
+
+/// The memory writes for `mem` (normalized: no zeros), in runc's order, as `(file, value,
+/// field)`. cgroup v1: memory and memory+swap limits ordered so the kernel accepts them
+/// (`current` is the present `memory.limit_in_bytes`), a -1 limit with no swap given also
+/// lifts the memory+swap limit when the kernel has one, then soft limit, OOM killer,
+/// swappiness. cgroup v2: `memory.swap.max` holds swap alone (memory+swap minus memory),
+/// never written when no swap limit is asked for, then `memory.max` and `memory.low`.
+pub(crate) fn memory_writes(
+    v2: bool,
+    mem: &oci_spec::runtime::LinuxMemory,
+    current: Option<u64>,
+    swap_file: bool,
+) -> Result<Vec<MemoryWrite>, (&'static str, String)> {
+    let limit = mem.limit().unwrap_or(0);
+    let mut swap = mem.swap().unwrap_or(0);
+    let mut out = Vec::new();
+    if v2 {
+        let num = |v: i64| match v {
+            0 => None,
+            -1 => Some("max".to_string()),
+            v => Some(v.to_string()),
+        };
+        let swap_only = swap_v2(swap, limit)?;
+        let value = match num(swap_only) {
+            None if swap > 0 => Some("0".to_string()),
+            v => v,
+        };
+        if let Some(v) = value {
+            // No swap accounting: "max" and "0" are what the kernel does anyway (runc).
+            if swap_file || (v != "max" && v != "0") {
+                out.push(("memory.swap.max", v, "swap"));
+            }
+        }
+        if let Some(v) = num(limit) {
+            out.push(("memory.max", v, "limit"));
+        }
+        if let Some(v) = mem.reservation().and_then(num) {
+            out.push(("memory.low", v, "reservation"));
+        }
+        return Ok(out);
+    }
+    if limit == -1 && swap == 0 && swap_file {
+        swap = -1;
+    }
+    let memsw = "memory.memsw.limit_in_bytes";
+    let swap_first = limit != 0
+        && swap != 0
+        && (swap == -1 || current.is_some_and(|c| i64::try_from(c).is_ok_and(|c| c < swap)));
+    if swap_first {
+        out.push((memsw, swap.to_string(), "swap"));
+        out.push(("memory.limit_in_bytes", limit.to_string(), "limit"));
+    } else {
+        if limit != 0 {
+            out.push(("memory.limit_in_bytes", limit.to_string(), "limit"));
+        }
+        if swap != 0 {
+            out.push((memsw, swap.to_string(), "swap"));
+        }
+    }
+    if let Some(r) = mem.reservation() {
+        out.push(("memory.soft_limit_in_bytes", r.to_string(), "reservation"));
+    }
+    if mem.disable_oom_killer() == Some(true) {
+        out.push(("memory.oom_control", "1".into(), "disableOOMKiller"));
+    }
+    if let Some(s) = mem.swappiness() {
+        out.push(("memory.swappiness", s.to_string(), "swappiness"));
+    }
+    Ok(out)
+}
+
+/// cgroup v2's swap limit for the OCI memory+swap limit `swap` and memory limit `limit`
+/// (0 = not set, -1 = no limit), as runc converts it.
+pub(crate) fn swap_v2(swap: i64, limit: i64) -> Result<i64, (&'static str, String)> {
+    if limit == -1 && swap == 0 {
+        return Ok(-1);
+    }
+    if swap == -1 || swap == 0 || limit == -1 {
+        return Ok(swap);
+    }
+    if limit == 0 {
+        return Err((
+            "swap",
+            "cgroup v2 cannot limit memory+swap without a memory limit".into(),
+        ));
+    }
+    if swap < limit {
+        return Err((
+            "swap",
+            format!("{swap} is below memory.limit {limit} (swap is the memory+swap limit)"),
+        ));
+    }
+    Ok(swap - limit)
 }
 
 /// The files and values for one hugetlb limit: v1 `hugetlb.<size>.limit_in_bytes`, cgroup2

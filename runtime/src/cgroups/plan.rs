@@ -209,6 +209,22 @@ pub(crate) fn check(
                 "cgroup v2 cannot disable the OOM killer per cgroup",
             ));
         }
+        if let (Some(l), Some(sw)) = (mem.limit(), mem.swap()) {
+            if l > 0 && sw > 0 && sw < l {
+                return Err(invalid(
+                    path,
+                    "memory.swap",
+                    format!("{sw} is below memory.limit {l} (swap is the memory+swap limit)"),
+                ));
+            }
+        }
+        if v2 {
+            if let Err((field, reason)) =
+                super::apply::swap_v2(mem.swap().unwrap_or(0), mem.limit().unwrap_or(0))
+            {
+                return Err(invalid(path, &format!("memory.{field}"), reason));
+            }
+        }
         for (field, v) in [
             ("limit", mem.limit()),
             ("reservation", mem.reservation()),

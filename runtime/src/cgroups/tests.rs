@@ -996,3 +996,90 @@ fn root_create_empty_applies_limits_then_add_process_joins() {
     cg.add_process(fx.pid()).unwrap();
     assert_eq!(cg.pids().unwrap(), vec![fx.pid()]);
 }
+
+#[test]
+fn memory_writes_follow_runc() {
+    use super::apply::memory_writes;
+    let mem = |json: &str| *res(json).memory().as_ref().unwrap();
+    let files = |w: Vec<(&str, String, &str)>| -> Vec<String> {
+        w.into_iter().map(|(f, v, _)| format!("{f}={v}")).collect()
+    };
+    // v1, raising above the current limit: memory+swap first.
+    let m = mem(r#"{"memory":{"limit":268435456,"swap":536870912}}"#);
+    assert_eq!(
+        files(memory_writes(false, &m, Some(67108864), true).unwrap()),
+        [
+            "memory.memsw.limit_in_bytes=536870912",
+            "memory.limit_in_bytes=268435456"
+        ]
+    );
+    // v1, lowering: memory first.
+    assert_eq!(
+        files(memory_writes(false, &m, Some(u64::MAX >> 1), true).unwrap()),
+        [
+            "memory.limit_in_bytes=268435456",
+            "memory.memsw.limit_in_bytes=536870912"
+        ]
+    );
+    // v1, -1 lifts memory+swap too, only when the kernel has it.
+    let m = mem(r#"{"memory":{"limit":-1,"reservation":1048576}}"#);
+    assert_eq!(
+        files(memory_writes(false, &m, Some(1), true).unwrap()),
+        [
+            "memory.memsw.limit_in_bytes=-1",
+            "memory.limit_in_bytes=-1",
+            "memory.soft_limit_in_bytes=1048576"
+        ]
+    );
+    assert_eq!(
+        files(memory_writes(false, &m, Some(1), false).unwrap()),
+        [
+            "memory.limit_in_bytes=-1",
+            "memory.soft_limit_in_bytes=1048576"
+        ]
+    );
+    // v2: no swap asked for, memory.swap.max untouched; swap is memory+swap minus memory.
+    let m = mem(r#"{"memory":{"limit":67108864}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, true).unwrap()),
+        ["memory.max=67108864"]
+    );
+    let m = mem(r#"{"memory":{"limit":67108864,"swap":134217728,"reservation":1024}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, true).unwrap()),
+        [
+            "memory.swap.max=67108864",
+            "memory.max=67108864",
+            "memory.low=1024"
+        ]
+    );
+    let m = mem(r#"{"memory":{"limit":67108864,"swap":67108864}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, true).unwrap()),
+        ["memory.swap.max=0", "memory.max=67108864"]
+    );
+    let m = mem(r#"{"memory":{"limit":-1}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, false).unwrap()),
+        ["memory.max=max"]
+    );
+    // v2 refusals are found by the plan, before any write.
+    let err = plan::check(
+        "/t",
+        &res(r#"{"memory":{"swap":134217728}}"#),
+        &v2_env(),
+        Purpose::Update,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("linux.resources.memory.swap"), "{err}");
+    let err = plan::check(
+        "/t",
+        &res(r#"{"memory":{"limit":134217728,"swap":67108864}}"#),
+        &hybrid_env(),
+        Purpose::Update,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("linux.resources.memory.swap"), "{err}");
+}
