@@ -197,6 +197,11 @@ fn update_as_docker_sends_it() {
     assert_eq!(mem(), "268435456");
     assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "50000");
     assert_eq!(read_cgroup("pids", &cg, "pids.max"), "50");
+    // A flag of 0 is "not set" too (runc 1.1).
+    rt.call(&["update", "--pids-limit", "0", "--cpu-quota", "0", &id])
+        .assert_ok();
+    assert_eq!(read_cgroup("pids", &cg, "pids.max"), "50");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "50000");
     // `docker update --pids-limit 0` (or -1) sends -1: no limit.
     update(r#"{"pids":{"limit":-1}}"#).assert_ok();
     assert_eq!(read_cgroup("pids", &cg, "pids.max"), "max");
