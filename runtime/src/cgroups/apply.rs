@@ -49,6 +49,30 @@ impl Target<'_> {
         }
     }
 
+    /// [`knob`](Self::knob) for a value that may be the kernel's default (`cpu.idle: 0`,
+    /// `cpu.burst: 0`): on a kernel without the file, the default is what it does anyway,
+    /// so there is nothing to write (None) rather than an error.
+    fn optional_knob(
+        &self,
+        field: &str,
+        controller: &str,
+        file: &str,
+        is_default: bool,
+    ) -> Result<Option<PathBuf>, CgroupError> {
+        match self.knob(field, controller, file) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(CgroupError::Unsupported { .. }) if is_default => {
+                tracing::debug!(
+                    cgroup = self.path,
+                    field,
+                    "no {file} here; 0 needs no write"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `dir_for(controller)` + an existence check of `file` there.
     fn knob(&self, field: &str, controller: &str, file: &str) -> Result<PathBuf, CgroupError> {
         let Some((_, dir)) = self.dir_for(controller) else {
@@ -99,16 +123,16 @@ fn blkio_weight_files(dir: &Path) -> Option<(&'static str, &'static str)> {
 fn preflight(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result<(), CgroupError> {
     let v2 = t.env.mode == Mode::V2;
     if let Some(cpu) = res.cpu() {
-        if cpu.idle().is_some() {
-            t.knob("linux.resources.cpu.idle", "cpu", "cpu.idle")?;
+        if let Some(idle) = cpu.idle() {
+            t.optional_knob("linux.resources.cpu.idle", "cpu", "cpu.idle", idle == 0)?;
         }
-        if cpu.burst().is_some() {
+        if let Some(burst) = cpu.burst() {
             let file = if v2 {
                 "cpu.max.burst"
             } else {
                 "cpu.cfs_burst_us"
             };
-            t.knob("linux.resources.cpu.burst", "cpu", file)?;
+            t.optional_knob("linux.resources.cpu.burst", "cpu", file, burst == 0)?;
         }
         if !v2 {
             for (field, set, file) in [
@@ -304,9 +328,10 @@ fn write_all(
         }
         if let Some(idle) = cpu.idle() {
             let field = "linux.resources.cpu.idle";
-            let dir = t.knob(field, "cpu", "cpu.idle")?;
-            fsutil::write(t.ctx("cpu"), &dir, "cpu.idle", &idle.to_string())?;
-            applied.push(field.into());
+            if let Some(dir) = t.optional_knob(field, "cpu", "cpu.idle", idle == 0)? {
+                fsutil::write(t.ctx("cpu"), &dir, "cpu.idle", &idle.to_string())?;
+                applied.push(field.into());
+            }
         }
         if let Some(burst) = cpu.burst() {
             let field = "linux.resources.cpu.burst";
@@ -315,9 +340,10 @@ fn write_all(
             } else {
                 "cpu.cfs_burst_us"
             };
-            let dir = t.knob(field, "cpu", file)?;
-            fsutil::write(t.ctx("cpu"), &dir, file, &burst.to_string())?;
-            applied.push(field.into());
+            if let Some(dir) = t.optional_knob(field, "cpu", file, burst == 0)? {
+                fsutil::write(t.ctx("cpu"), &dir, file, &burst.to_string())?;
+                applied.push(field.into());
+            }
         }
     }
 

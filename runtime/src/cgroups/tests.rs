@@ -1083,3 +1083,43 @@ fn memory_writes_follow_runc() {
     .to_string();
     assert!(err.contains("linux.resources.memory.swap"), "{err}");
 }
+
+/// `apply` on a fake v1 cpu directory (plain files): a kernel lacking a file refuses a
+/// real value before anything is written, and needs no write for the default 0.
+#[test]
+fn apply_checks_every_file_first_and_skips_absent_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cpu = tmp.path().join("cpu");
+    std::fs::create_dir_all(&cpu).unwrap();
+    std::fs::write(cpu.join("cpu.idle"), "0\n").unwrap();
+    let env = Env {
+        mode: Mode::V1,
+        v1: set(&["cpu", "cpuset"]),
+        unified: BTreeSet::new(),
+        hugepage_sizes: BTreeSet::new(),
+    };
+    let dirs: BTreeMap<String, PathBuf> = [("cpu".to_string(), cpu.clone())].into();
+    let target = super::apply::Target {
+        path: "/t",
+        dirs: &dirs,
+        env: &env,
+    };
+    let run = |json: &str| {
+        let r = normalize_resources(&res(json));
+        let p = plan::check("/t", &r, &env, Purpose::Update).unwrap();
+        super::apply::apply(&target, &r, &p)
+    };
+    // No cpu.cfs_burst_us here: burst 5 is refused and cpu.idle stays untouched.
+    let err = run(r#"{"cpu":{"idle":1,"burst":5}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("linux.resources.cpu.burst"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(cpu.join("cpu.idle")).unwrap(),
+        "0\n"
+    );
+    // burst 0 is what this kernel does anyway.
+    run(r#"{"cpu":{"idle":1,"burst":0}}"#).unwrap();
+    assert_eq!(std::fs::read_to_string(cpu.join("cpu.idle")).unwrap(), "1");
+    assert!(!cpu.join("cpu.cfs_burst_us").exists());
+}
