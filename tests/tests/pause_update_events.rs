@@ -259,3 +259,60 @@ fn failed_update_changes_nothing() {
     rt.call(&["delete", "--force", &id]).assert_ok();
     assert_no_leftovers(&rt, &b);
 }
+
+/// Removes a test's own parent cgroup (every hierarchy) when dropped.
+struct ParentCgroup(String);
+
+impl Drop for ParentCgroup {
+    fn drop(&mut self) {
+        for dir in hull_tests::check::cgroup_dirs(&self.0) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Under a parent with a CPU limit (as a Kubernetes pod's cgroup), raising quota and
+/// period together only works period first (runc's order): quota first would ask for 10
+/// CPUs of a 1-CPU parent for a moment, which the kernel refuses.
+#[test]
+fn update_cpu_bandwidth_under_a_limited_parent() {
+    let Some(rt) = setup("update-cfs") else {
+        return;
+    };
+    let parent = format!("/hull-e2e/{}", hull_tests::util::unique("cfs-parent"));
+    let guard = ParentCgroup(parent.clone());
+    let pdir = hull_tests::check::cgroup_dir("cpu", &parent);
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(pdir.join("cpu.cfs_quota_us"), "100000").unwrap();
+    let mut b = Bundle::new();
+    let cg = format!("{parent}/c");
+    b.cgroups_path_set(&cg);
+    b.set(
+        "/linux/resources/cpu",
+        serde_json::json!({"quota": 10000, "period": 10000}),
+    );
+    let id = running(&rt, &mut b, &["sleep", "60"]);
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "10000");
+    rt.call_stdin(
+        &["update", "--resources", "-", &id],
+        br#"{"cpu":{"quota":100000,"period":100000}}"#,
+    )
+    .assert_ok();
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "100000");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "100000");
+    // And back down.
+    rt.call(&[
+        "update",
+        "--cpu-quota",
+        "10000",
+        "--cpu-period",
+        "10000",
+        &id,
+    ])
+    .assert_ok();
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "10000");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "10000");
+    rt.call(&["delete", "--force", &id]).assert_ok();
+    assert_no_leftovers(&rt, &b);
+    drop(guard);
+}

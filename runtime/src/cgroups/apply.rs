@@ -320,16 +320,19 @@ fn write_all(
             || cpu.realtime_period().is_some()
             || cpu.cpus().is_some()
             || cpu.mems().is_some();
-        if core_part {
+        if core_part && v2 {
             let mut r = LinuxResources::default();
             r.set_cpu(Some(cpu.clone()));
             core.set("linux.resources.cpu", "cpu,cpuset", &r)?;
             applied.push("linux.resources.cpu".into());
+        } else if core_part {
+            write_cpu_v1(t, cpu, applied)?;
         }
         if let Some(idle) = cpu.idle() {
             let field = "linux.resources.cpu.idle";
             if let Some(dir) = t.optional_knob(field, "cpu", "cpu.idle", idle == 0)? {
-                fsutil::write(t.ctx("cpu"), &dir, "cpu.idle", &idle.to_string())?;
+                fsutil::write(t.ctx("cpu"), &dir, "cpu.idle", &idle.to_string())
+                    .map_err(|e| named("linux.resources.cpu.idle", e))?;
                 applied.push(field.into());
             }
         }
@@ -341,7 +344,8 @@ fn write_all(
                 "cpu.cfs_burst_us"
             };
             if let Some(dir) = t.optional_knob(field, "cpu", file, burst == 0)? {
-                fsutil::write(t.ctx("cpu"), &dir, file, &burst.to_string())?;
+                fsutil::write(t.ctx("cpu"), &dir, file, &burst.to_string())
+                    .map_err(|e| named("linux.resources.cpu.burst", e))?;
                 applied.push(field.into());
             }
         }
@@ -375,7 +379,8 @@ fn write_all(
             },
         )?;
         for (file, value, field) in writes {
-            fsutil::write(ctx, dir, file, &value)?;
+            fsutil::write(ctx, dir, file, &value)
+                .map_err(|e| named(&format!("linux.resources.memory.{field}"), e))?;
             applied.push(format!("linux.resources.memory.{field}"));
         }
     }
@@ -396,20 +401,24 @@ fn write_all(
             let ctx = t.ctx("blkio");
             let files = blkio_weight_files(&dir);
             if let (Some(w), Some((file, _))) = (bio.weight(), files) {
-                fsutil::write(ctx, &dir, file, &w.to_string())?;
+                fsutil::write(ctx, &dir, file, &w.to_string())
+                    .map_err(|e| named("linux.resources.blockIO.weight", e))?;
                 applied.push("linux.resources.blockIO.weight".into());
             }
             if let Some(w) = bio.leaf_weight() {
-                fsutil::write(ctx, &dir, "blkio.leaf_weight", &w.to_string())?;
+                fsutil::write(ctx, &dir, "blkio.leaf_weight", &w.to_string())
+                    .map_err(|e| named("linux.resources.blockIO.leafWeight", e))?;
                 applied.push("linux.resources.blockIO.leafWeight".into());
             }
             for d in bio.weight_device().iter().flatten() {
                 let dev = format!("{}:{}", d.major(), d.minor());
                 if let (Some(w), Some((_, file))) = (d.weight(), files) {
-                    fsutil::write(ctx, &dir, file, &format!("{dev} {w}"))?;
+                    fsutil::write(ctx, &dir, file, &format!("{dev} {w}"))
+                        .map_err(|e| named("linux.resources.blockIO.weightDevice", e))?;
                 }
                 if let Some(w) = d.leaf_weight() {
-                    fsutil::write(ctx, &dir, "blkio.leaf_weight_device", &format!("{dev} {w}"))?;
+                    fsutil::write(ctx, &dir, "blkio.leaf_weight_device", &format!("{dev} {w}"))
+                        .map_err(|e| named("linux.resources.blockIO.weightDevice", e))?;
                 }
             }
             if bio.weight_device().is_some() {
@@ -449,7 +458,7 @@ fn write_all(
                     format!("this kernel provides no hugetlb file {file}"),
                 ));
             }
-            fsutil::write(ctx, dir, &file, &value)?;
+            fsutil::write(ctx, dir, &file, &value).map_err(|e| named(&field, e))?;
         }
         applied.push(field);
     }
@@ -475,7 +484,7 @@ fn write_all(
                 format!("no cgroup2 file {key} in {}", dir.display()),
             ));
         }
-        fsutil::write(t.ctx(UNIFIED_KEY), dir, key, value)?;
+        fsutil::write(t.ctx(UNIFIED_KEY), dir, key, value).map_err(|e| named(&field, e))?;
         applied.push(field);
     }
 
@@ -498,6 +507,114 @@ fn write_all(
         DevicePlan::Keep => {}
     }
     Ok(())
+}
+
+/// cgroup v1 cpuset and cpu writes, in runc's order: cpuset.cpus/mems, cpu.shares, then
+/// each bandwidth pair period first, retried after the quota (runtime) when the kernel
+/// refuses the period with EINVAL (old quota / new period above the parent's limit).
+fn write_cpu_v1(
+    t: &Target<'_>,
+    cpu: &oci_spec::runtime::LinuxCpu,
+    applied: &mut Vec<String>,
+) -> Result<(), CgroupError> {
+    let hierarchy = |controller: &str| {
+        t.dir_for(controller).ok_or_else(|| {
+            t.unsupported("linux.resources.cpu", format!("no {controller} hierarchy"))
+        })
+    };
+    if cpu.cpus().is_some() || cpu.mems().is_some() {
+        let (key, dir) = hierarchy("cpuset")?;
+        for (file, value, field) in [
+            ("cpuset.cpus", cpu.cpus(), "cpus"),
+            ("cpuset.mems", cpu.mems(), "mems"),
+        ] {
+            if let Some(v) = value {
+                fsutil::write(t.ctx(&key), dir, file, v)
+                    .map_err(|e| named(&format!("linux.resources.cpu.{field}"), e))?;
+                applied.push(format!("linux.resources.cpu.{field}"));
+            }
+        }
+    }
+    let bandwidth = cpu.shares().is_some()
+        || cpu.quota().is_some()
+        || cpu.period().is_some()
+        || cpu.realtime_runtime().is_some()
+        || cpu.realtime_period().is_some();
+    if !bandwidth {
+        return Ok(());
+    }
+    let (key, dir) = hierarchy("cpu")?;
+    let ctx = t.ctx(&key);
+    if let Some(shares) = cpu.shares() {
+        fsutil::write(ctx, dir, "cpu.shares", &shares.to_string())
+            .map_err(|e| named("linux.resources.cpu.shares", e))?;
+        applied.push("linux.resources.cpu.shares".into());
+    }
+    let pairs = [
+        (
+            ("cpu.cfs_period_us", cpu.period(), "period"),
+            ("cpu.cfs_quota_us", cpu.quota(), "quota"),
+        ),
+        (
+            ("cpu.rt_period_us", cpu.realtime_period(), "realtimePeriod"),
+            (
+                "cpu.rt_runtime_us",
+                cpu.realtime_runtime(),
+                "realtimeRuntime",
+            ),
+        ),
+    ];
+    for ((pfile, period, pfield), (qfile, quota, qfield)) in pairs {
+        let mut retry = None;
+        if let Some(p) = period {
+            match fsutil::write(ctx, dir, pfile, &p.to_string()) {
+                Ok(()) => applied.push(format!("linux.resources.cpu.{pfield}")),
+                Err(e) if quota.is_some() && errno(&e) == Some(libc::EINVAL) => {
+                    tracing::debug!(cgroup = t.path, "{pfile} refused, retrying after {qfile}");
+                    retry = Some(p);
+                }
+                Err(e) => return Err(named(&format!("linux.resources.cpu.{pfield}"), e)),
+            }
+        }
+        if let Some(q) = quota {
+            fsutil::write(ctx, dir, qfile, &q.to_string())
+                .map_err(|e| named(&format!("linux.resources.cpu.{qfield}"), e))?;
+            applied.push(format!("linux.resources.cpu.{qfield}"));
+            if let Some(p) = retry {
+                fsutil::write(ctx, dir, pfile, &p.to_string())
+                    .map_err(|e| named(&format!("linux.resources.cpu.{pfield}"), e))?;
+                applied.push(format!("linux.resources.cpu.{pfield}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A failed write named by the field it served (the file and errno stay in the detail).
+fn named(field: &str, e: CgroupError) -> CgroupError {
+    match e {
+        CgroupError::Io {
+            path,
+            controller,
+            op,
+            file,
+            source,
+        } => CgroupError::Apply {
+            path,
+            controller,
+            field: field.to_string(),
+            detail: format!("cannot {op} {}: {source}", file.display()),
+        },
+        other => other,
+    }
+}
+
+/// The errno of a failed file operation.
+fn errno(e: &CgroupError) -> Option<i32> {
+    match e {
+        CgroupError::Io { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
 }
 
 /// One memory write: `(file, value, field)`.
