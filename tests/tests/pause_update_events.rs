@@ -312,6 +312,23 @@ fn update_cpu_bandwidth_under_a_limited_parent() {
     .assert_ok();
     assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "10000");
     assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "10000");
+    // A burst must stay below the quota: lowering both works burst first (the order of
+    // runc >= 1.2; runc 1.1 ignores cpu.burst).
+    if !rt.is_runc()
+        && hull_tests::check::cgroup_dir("cpu", &cg)
+            .join("cpu.cfs_burst_us")
+            .exists()
+    {
+        let update = |json: &str| {
+            rt.call_stdin(&["update", "--resources", "-", &id], json.as_bytes())
+                .assert_ok();
+        };
+        update(r#"{"cpu":{"quota":50000,"period":100000,"burst":20000}}"#);
+        assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_burst_us"), "20000");
+        update(r#"{"cpu":{"quota":10000,"burst":5000}}"#);
+        assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "10000");
+        assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_burst_us"), "5000");
+    }
     rt.call(&["delete", "--force", &id]).assert_ok();
     assert_no_leftovers(&rt, &b);
     drop(guard);

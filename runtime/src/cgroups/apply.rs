@@ -314,6 +314,7 @@ fn write_all(
 
     if let Some(cpu) = res.cpu() {
         let core_part = cpu.shares().is_some()
+            || (!v2 && cpu.burst().is_some())
             || cpu.quota().is_some()
             || cpu.period().is_some()
             || cpu.realtime_runtime().is_some()
@@ -336,13 +337,10 @@ fn write_all(
                 applied.push(field.into());
             }
         }
-        if let Some(burst) = cpu.burst() {
+        // On v1 the burst is written with the quota, in runc's order.
+        if let Some(burst) = cpu.burst().filter(|_| v2) {
             let field = "linux.resources.cpu.burst";
-            let file = if v2 {
-                "cpu.max.burst"
-            } else {
-                "cpu.cfs_burst_us"
-            };
+            let file = "cpu.max.burst";
             if let Some(dir) = t.optional_knob(field, "cpu", file, burst == 0)? {
                 fsutil::write(t.ctx("cpu"), &dir, file, &burst.to_string())
                     .map_err(|e| named("linux.resources.cpu.burst", e))?;
@@ -535,9 +533,16 @@ fn write_cpu_v1(
             }
         }
     }
+    // cfs_burst_us of 0 on a kernel without it: nothing to do (checked by the preflight).
+    let burst = cpu.burst().filter(|b| {
+        *b != 0
+            || t.dir_for("cpu")
+                .is_some_and(|(_, d)| d.join("cpu.cfs_burst_us").exists())
+    });
     let bandwidth = cpu.shares().is_some()
         || cpu.quota().is_some()
         || cpu.period().is_some()
+        || burst.is_some()
         || cpu.realtime_runtime().is_some()
         || cpu.realtime_period().is_some();
     if !bandwidth {
@@ -550,40 +555,49 @@ fn write_cpu_v1(
             .map_err(|e| named("linux.resources.cpu.shares", e))?;
         applied.push("linux.resources.cpu.shares".into());
     }
-    let pairs = [
+    // (files written before the quota, retried after it on EINVAL), then the quota.
+    let groups = [
         (
-            ("cpu.cfs_period_us", cpu.period(), "period"),
-            ("cpu.cfs_quota_us", cpu.quota(), "quota"),
+            vec![
+                ("cpu.cfs_period_us", cpu.period(), "period"),
+                ("cpu.cfs_burst_us", burst, "burst"),
+            ],
+            (
+                "cpu.cfs_quota_us",
+                cpu.quota().map(|q| q.to_string()),
+                "quota",
+            ),
         ),
         (
-            ("cpu.rt_period_us", cpu.realtime_period(), "realtimePeriod"),
+            vec![("cpu.rt_period_us", cpu.realtime_period(), "realtimePeriod")],
             (
                 "cpu.rt_runtime_us",
-                cpu.realtime_runtime(),
+                cpu.realtime_runtime().map(|r| r.to_string()),
                 "realtimeRuntime",
             ),
         ),
     ];
-    for ((pfile, period, pfield), (qfile, quota, qfield)) in pairs {
-        let mut retry = None;
-        if let Some(p) = period {
-            match fsutil::write(ctx, dir, pfile, &p.to_string()) {
-                Ok(()) => applied.push(format!("linux.resources.cpu.{pfield}")),
+    for (before, (qfile, quota, qfield)) in groups {
+        let mut retry = Vec::new();
+        for (file, value, field) in before {
+            let Some(v) = value else { continue };
+            match fsutil::write(ctx, dir, file, &v.to_string()) {
+                Ok(()) => applied.push(format!("linux.resources.cpu.{field}")),
                 Err(e) if quota.is_some() && errno(&e) == Some(libc::EINVAL) => {
-                    tracing::debug!(cgroup = t.path, "{pfile} refused, retrying after {qfile}");
-                    retry = Some(p);
+                    tracing::debug!(cgroup = t.path, "{file} refused, retrying after {qfile}");
+                    retry.push((file, v, field));
                 }
-                Err(e) => return Err(named(&format!("linux.resources.cpu.{pfield}"), e)),
+                Err(e) => return Err(named(&format!("linux.resources.cpu.{field}"), e)),
             }
         }
         if let Some(q) = quota {
-            fsutil::write(ctx, dir, qfile, &q.to_string())
+            fsutil::write(ctx, dir, qfile, &q)
                 .map_err(|e| named(&format!("linux.resources.cpu.{qfield}"), e))?;
             applied.push(format!("linux.resources.cpu.{qfield}"));
-            if let Some(p) = retry {
-                fsutil::write(ctx, dir, pfile, &p.to_string())
-                    .map_err(|e| named(&format!("linux.resources.cpu.{pfield}"), e))?;
-                applied.push(format!("linux.resources.cpu.{pfield}"));
+            for (file, v, field) in retry {
+                fsutil::write(ctx, dir, file, &v.to_string())
+                    .map_err(|e| named(&format!("linux.resources.cpu.{field}"), e))?;
+                applied.push(format!("linux.resources.cpu.{field}"));
             }
         }
     }
