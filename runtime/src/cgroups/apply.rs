@@ -108,6 +108,19 @@ pub(crate) fn apply(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result
     }
 }
 
+/// cgroup v2's file and value for a block I/O weight `w` (1-1000 semantics): BFQ's
+/// `io.bfq.weight` as is, else `io.weight` with runc's conversion of 10-1000 onto
+/// 1-10000. None when neither file exists or `w` cannot be converted.
+pub(crate) fn io_weight_v2(dir: &Path, w: u16) -> Option<(&'static str, u64)> {
+    if dir.join("io.bfq.weight").exists() {
+        return Some(("io.bfq.weight", u64::from(w)));
+    }
+    if !dir.join("io.weight").exists() || !(10..=1000).contains(&w) {
+        return None;
+    }
+    Some(("io.weight", 1 + (u64::from(w) - 10) * 9999 / 990))
+}
+
 /// The v1 blkio files for (weight, weightDevice): CFQ's, else BFQ's (as runc).
 fn blkio_weight_files(dir: &Path) -> Option<(&'static str, &'static str)> {
     if dir.join("blkio.weight").exists() {
@@ -203,17 +216,43 @@ fn preflight(t: &Target<'_>, res: &LinuxResources, plan: &Plan) -> Result<(), Cg
                 .flatten()
                 .any(|d| d.weight().is_some());
         if v2 {
-            if weights {
-                let field = if bio.weight().is_some() {
-                    "weight"
-                } else {
-                    "weightDevice"
-                };
+            let has_device_weight = bio
+                .weight_device()
+                .iter()
+                .flatten()
+                .any(|d| d.weight().is_some());
+            if has_device_weight {
                 t.knob(
-                    &format!("linux.resources.blockIO.{field}"),
+                    "linux.resources.blockIO.weightDevice",
                     "io",
                     "io.bfq.weight",
                 )?;
+            }
+            if let Some(w) = bio.weight() {
+                let field = "linux.resources.blockIO.weight";
+                let Some((_, dir)) = t.dir_for("io") else {
+                    return Err(t.unsupported(field, "no io controller".into()));
+                };
+                match io_weight_v2(dir, w) {
+                    Some(_) => {}
+                    None if !dir.join("io.bfq.weight").exists()
+                        && !dir.join("io.weight").exists() =>
+                    {
+                        return Err(t.unsupported(
+                            field,
+                            "this kernel provides neither io.bfq.weight nor io.weight".into(),
+                        ))
+                    }
+                    None => {
+                        return Err(CgroupError::InvalidValue {
+                            path: t.path.to_string(),
+                            field: field.into(),
+                            reason: format!(
+                                "{w} cannot be converted to io.weight (no BFQ here; 10-1000)"
+                            ),
+                        })
+                    }
+                }
             }
             for (name, requested, _) in throttles {
                 if requested {
@@ -393,6 +432,18 @@ fn write_all(
     if let Some(bio) = res.block_io() {
         let c = if v2 { "io" } else { "blkio" };
         let mut rest = bio.clone();
+        if let (true, Some(w)) = (v2, bio.weight()) {
+            let field = "linux.resources.blockIO.weight";
+            let (key, dir) = t
+                .dir_for("io")
+                .ok_or_else(|| t.unsupported(field, "no io controller".into()))?;
+            let (file, value) = io_weight_v2(dir, w)
+                .ok_or_else(|| t.unsupported(field, "no usable io weight file".into()))?;
+            fsutil::write(t.ctx(&key), dir, file, &value.to_string())
+                .map_err(|e| named(field, e))?;
+            applied.push(field.into());
+            rest.set_weight(None);
+        }
         if !v2 {
             // Weights directly (cgroups-rs knows only CFQ's files), the throttles below.
             let dir = t.knob("linux.resources.blockIO", "blkio", "cgroup.procs")?;

@@ -267,7 +267,7 @@ pub(crate) fn check(
         if any {
             require("blockIO", if v2 { "io" } else { "blkio" })?;
         }
-        check_blkio_weights(path, bio, v2)?;
+        check_blkio_weights(path, bio)?;
         if v2 && bio.leaf_weight().is_some() {
             return Err(unsupported(
                 path,
@@ -412,14 +412,13 @@ fn check_cpu_values(
     Ok(())
 }
 
-/// Block I/O weights are 1–1000 on cgroup v1 (BFQ; CFQ's leaf weights 10–1000) and
-/// 1–10000 on cgroup v2.
+/// Block I/O weights are 1–1000 (BFQ, v1 and v2; CFQ's and the cgroup v2 io.weight
+/// conversion take 10–1000, checked where the file is known), leaf weights 10–1000.
 fn check_blkio_weights(
     path: &str,
     bio: &oci_spec::runtime::LinuxBlockIo,
-    v2: bool,
 ) -> Result<(), CgroupError> {
-    let max = if v2 { 10_000 } else { 1_000 };
+    let max = 1_000;
     let check = |field: String, w: Option<u16>, min: u16| match w {
         Some(w) if !(min..=max).contains(&w) => Err(invalid(
             path,

@@ -560,9 +560,27 @@ fn plan_checks_kernel_ranges_before_any_write() {
             "{json}"
         );
     }
-    // cgroup v2: weights up to 10000, shares are converted to cpu.weight.
-    let ok = res(r#"{"cpu":{"shares":1},"blockIO":{"weight":10000}}"#);
+    // cgroup v2: the same 1-1000 weights (converted to io.weight without BFQ), shares
+    // are converted to cpu.weight.
+    let ok = res(r#"{"cpu":{"shares":1},"blockIO":{"weight":1000}}"#);
     assert!(plan::check("/t", &ok, &v2_env(), Purpose::Update).is_ok());
+    let bad = res(r#"{"blockIO":{"weight":10000}}"#);
+    assert!(plan::check("/t", &bad, &v2_env(), Purpose::Update).is_err());
+}
+
+#[test]
+fn io_weight_v2_uses_bfq_or_converts_like_runc() {
+    use super::apply::io_weight_v2;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    assert_eq!(io_weight_v2(dir, 500), None);
+    std::fs::write(dir.join("io.weight"), "default 100\n").unwrap();
+    assert_eq!(io_weight_v2(dir, 10), Some(("io.weight", 1)));
+    assert_eq!(io_weight_v2(dir, 1000), Some(("io.weight", 10000)));
+    assert_eq!(io_weight_v2(dir, 500), Some(("io.weight", 4950)));
+    assert_eq!(io_weight_v2(dir, 5), None);
+    std::fs::write(dir.join("io.bfq.weight"), "default 100\n").unwrap();
+    assert_eq!(io_weight_v2(dir, 5), Some(("io.bfq.weight", 5)));
 }
 
 #[test]
