@@ -167,10 +167,11 @@ struct UpdateArgs {
     /// Memory nodes the container may use.
     #[arg(long)]
     cpuset_mems: Option<String>,
-    /// Maximum number of processes (-1 or 0 for no limit).
+    /// Maximum number of processes (-1 for no limit; 0 leaves it unchanged, as runc 1.1:
+    /// every resource value of 0 means "not set").
     #[arg(long)]
     pids_limit: Option<i64>,
-    /// Block I/O weight (10-1000).
+    /// Block I/O weight (1-1000 on cgroup v1, 1-10000 on v2; 0 = unchanged).
     #[arg(long)]
     blkio_weight: Option<u16>,
     id: String,

@@ -627,22 +627,46 @@ impl Runtime {
     }
 }
 
-/// `current` with every section `update` sets replaced (devices are not updated, as runc).
+/// `current` with every field `update` really sets (after runc's "zero means not set" rule)
+/// replaced; devices are not updated (as runc). A `docker update` that sends `limit: 0` for
+/// memory it does not change leaves the saved memory limit alone.
 fn merge_resources(
     mut current: oci_spec::runtime::LinuxResources,
     update: &oci_spec::runtime::LinuxResources,
 ) -> oci_spec::runtime::LinuxResources {
+    let update = crate::cgroups::normalize_resources(update);
+    macro_rules! take {
+        ($cur:ident, $upd:ident, $($get:ident => $set:ident),+) => {
+            $(if $upd.$get().is_some() {
+                $cur.$set($upd.$get().clone());
+            })+
+        };
+    }
     if let Some(m) = update.memory() {
-        current.set_memory(Some(*m));
+        let mut cur = current.memory().unwrap_or_default();
+        take!(cur, m, limit => set_limit, reservation => set_reservation, swap => set_swap,
+              swappiness => set_swappiness, disable_oom_killer => set_disable_oom_killer);
+        current.set_memory(Some(cur));
     }
     if let Some(c) = update.cpu() {
-        current.set_cpu(Some(c.clone()));
+        let mut cur = current.cpu().clone().unwrap_or_default();
+        take!(cur, c, shares => set_shares, quota => set_quota, period => set_period,
+              realtime_runtime => set_realtime_runtime, realtime_period => set_realtime_period,
+              cpus => set_cpus, mems => set_mems, idle => set_idle, burst => set_burst);
+        current.set_cpu(Some(cur));
     }
     if let Some(p) = update.pids() {
         current.set_pids(Some(*p));
     }
     if let Some(b) = update.block_io() {
-        current.set_block_io(Some(b.clone()));
+        let mut cur = current.block_io().clone().unwrap_or_default();
+        take!(cur, b, weight => set_weight, leaf_weight => set_leaf_weight,
+              weight_device => set_weight_device,
+              throttle_read_bps_device => set_throttle_read_bps_device,
+              throttle_write_bps_device => set_throttle_write_bps_device,
+              throttle_read_iops_device => set_throttle_read_iops_device,
+              throttle_write_iops_device => set_throttle_write_iops_device);
+        current.set_block_io(Some(cur));
     }
     if let Some(h) = update.hugepage_limits() {
         current.set_hugepage_limits(Some(h.clone()));
@@ -1182,4 +1206,35 @@ pub(crate) fn stdio_above(
 pub(crate) fn stdio_raw(fds: &Option<[OwnedFd; 3]>) -> Option<[RawFd; 3]> {
     fds.as_ref()
         .map(|f| [f[0].as_raw_fd(), f[1].as_raw_fd(), f[2].as_raw_fd()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_resources;
+    use oci_spec::runtime::LinuxResources;
+
+    #[test]
+    fn merge_keeps_fields_an_update_leaves_at_zero() {
+        let current: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"limit":67108864,"swap":134217728},"cpu":{"shares":512,"quota":50000,"period":100000},"pids":{"limit":50}}"#,
+        )
+        .unwrap();
+        let update: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"limit":33554432,"reservation":0,"kernel":0},"cpu":{"shares":0,"quota":0,"period":0},"pids":{"limit":0},"blockIO":{"weight":0}}"#,
+        )
+        .unwrap();
+        let m = merge_resources(current, &update);
+        let mem = m.memory().unwrap();
+        assert_eq!(
+            (mem.limit(), mem.swap(), mem.reservation()),
+            (Some(33554432), Some(134217728), None)
+        );
+        let cpu = m.cpu().clone().unwrap();
+        assert_eq!(
+            (cpu.shares(), cpu.quota(), cpu.period()),
+            (Some(512), Some(50000), Some(100000))
+        );
+        assert_eq!(m.pids().unwrap().limit(), 50);
+        assert!(m.block_io().is_none());
+    }
 }

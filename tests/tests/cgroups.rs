@@ -200,3 +200,65 @@ fn relative_cgroups_path_and_default() {
         "default cgroup {path} left behind"
     );
 }
+
+/// What Docker Engine 20.10 puts in `linux.resources` for a plain `docker run` (recorded
+/// from dockerd's config.json: `cpu.shares: 0`, `blockIO.weight: 0`, `disableOOMKiller:
+/// false`), plus every other field in its "0 = not set" form (runc skips them all). The
+/// host here has no blkio.weight, so the zero weight must not be checked against the kernel.
+#[test]
+fn zero_valued_resources_mean_not_set() {
+    let Some(rt) = setup("cg-zeros") else { return };
+    let missing = v1_available(&["memory", "pids", "cpu", "cpuset", "blkio"]);
+    skip_if!(missing.is_some(), "{}", missing.unwrap());
+    let mut b = Bundle::new();
+    b.resources(json!({
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+            {"allow": false, "type": "c", "major": 10, "minor": 229, "access": "rwm"}
+        ],
+        "memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0, "kernelTCP": 0,
+                   "swappiness": u64::MAX, "disableOOMKiller": false},
+        "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
+                "realtimePeriod": 0, "cpus": "", "mems": ""},
+        "pids": {"limit": 0},
+        "blockIO": {"weight": 0, "leafWeight": 0,
+                    "weightDevice": [{"major": 8, "minor": 0, "weight": 0, "leafWeight": 0}]},
+        "network": {"classID": 0}
+    }));
+    b.args(&["sleep", "60"]);
+    let id = rt.id();
+    let out = rt.create(&id, &b);
+    out.assert_ok();
+    assert!(
+        !out.errors().contains("kernel"),
+        "a zero kernel memory limit is not a deprecated setting: {out}"
+    );
+    rt.start(&id).assert_ok();
+    let cg = b.cgroups_path();
+    // Nothing was written: the kernel's defaults of a fresh cgroup.
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.shares"), "1024");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "-1");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "100000");
+    assert_eq!(read_cgroup("pids", &cg, "pids.max"), "max");
+    let unlimited = read_cgroup("memory", "/", "memory.limit_in_bytes");
+    assert_eq!(
+        read_cgroup("memory", &cg, "memory.limit_in_bytes"),
+        unlimited
+    );
+    assert_eq!(
+        read_cgroup("memory", &cg, "memory.soft_limit_in_bytes"),
+        unlimited
+    );
+    assert_eq!(
+        read_cgroup("cpuset", &cg, "cpuset.cpus"),
+        read_cgroup("cpuset", "/", "cpuset.cpus")
+    );
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}

@@ -139,6 +139,27 @@ fn linux_devices_entry_is_created() {
     assert_no_leftovers(&rt, &b);
 }
 
+/// A FIFO in `linux.devices` (as runc: the node is made, no device cgroup rule is added).
+#[test]
+fn linux_devices_fifo_is_created() {
+    let Some(rt) = setup("mnt-fifo") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    b.set(
+        "/linux/devices",
+        json!([
+            {"path": "/dev/e2e-null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+            {"path": "/dev/e2e-fifo", "type": "p", "fileMode": 0o640}
+        ]),
+    );
+    b.sh("test -p /dev/e2e-fifo && stat -c '%F %a' /dev/e2e-fifo");
+    let o = rt.run_bundle(&b);
+    o.assert_ok();
+    assert_eq!(o.stdout, "fifo 640\n", "{o}");
+    assert_no_leftovers(&rt, &b);
+}
+
 #[test]
 fn device_cgroup_denies_unlisted_device() {
     let Some(rt) = setup("mnt-devdeny") else {

@@ -145,3 +145,191 @@ fn events_reports_an_oom_kill() {
     rt.call(&["delete", "--force", &id]).assert_ok();
     assert_no_leftovers(&rt, &b);
 }
+
+/// `docker update --memory 64m --memory-swap 128m --cpus 0.5 --pids-limit 50` and a
+/// `docker update` that changes nothing, as dockerd sends them (recorded from its `runc
+/// update --resources -` stdin): every zero means "leave as is" (runc), the memory and
+/// memory+swap limits are written in the order the kernel accepts when raising them.
+#[test]
+fn update_as_docker_sends_it() {
+    let Some(rt) = setup("update-docker") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    let id = running(&rt, &mut b, &["sleep", "60"]);
+    let cg = b.cgroups_path();
+    let update = |json: &str| rt.call_stdin(&["update", "--resources", "-", &id], json.as_bytes());
+    let o = update(
+        r#"{"memory":{"limit":67108864,"reservation":0,"swap":134217728,"kernel":0},"cpu":{"shares":0,"quota":50000,"period":100000},"pids":{"limit":50},"blockIO":{"weight":0}}"#,
+    );
+    o.assert_ok();
+    assert!(
+        !o.errors().contains("kernel"),
+        "kernel: 0 is not a deprecated setting: {o}"
+    );
+    let mem = || read_cgroup("memory", &cg, "memory.limit_in_bytes");
+    let memsw = || read_cgroup("memory", &cg, "memory.memsw.limit_in_bytes");
+    assert_eq!(mem(), "67108864");
+    assert_eq!(memsw(), "134217728");
+    assert_eq!(
+        read_cgroup("memory", &cg, "memory.soft_limit_in_bytes"),
+        read_cgroup("memory", "/", "memory.soft_limit_in_bytes")
+    );
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "100000");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.shares"), "1024");
+    assert_eq!(read_cgroup("pids", &cg, "pids.max"), "50");
+    // The issue's form: quota and period 0 are "not set", the memory limit still applies.
+    update(
+        r#"{"memory":{"limit":33554432,"reservation":0,"swap":134217728,"kernel":0},"cpu":{"shares":0,"quota":0,"period":0}}"#,
+    )
+    .assert_ok();
+    assert_eq!(mem(), "33554432");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "50000");
+    // Raising both limits above the current memory+swap limit (swap first, as runc).
+    update(r#"{"memory":{"limit":268435456,"swap":536870912}}"#).assert_ok();
+    assert_eq!((mem(), memsw()), ("268435456".into(), "536870912".into()));
+    // `docker update --restart=no`: everything zero, nothing changes.
+    update(
+        r#"{"memory":{"limit":0,"reservation":0,"kernel":0},"cpu":{"shares":0,"quota":0,"period":0},"blockIO":{"weight":0}}"#,
+    )
+    .assert_ok();
+    assert_eq!(mem(), "268435456");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read_cgroup("pids", &cg, "pids.max"), "50");
+    // A flag of 0 is "not set" too (runc 1.1).
+    rt.call(&["update", "--pids-limit", "0", "--cpu-quota", "0", &id])
+        .assert_ok();
+    assert_eq!(read_cgroup("pids", &cg, "pids.max"), "50");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "50000");
+    // `docker update --pids-limit 0` (or -1) sends -1: no limit.
+    update(r#"{"pids":{"limit":-1}}"#).assert_ok();
+    assert_eq!(read_cgroup("pids", &cg, "pids.max"), "max");
+    rt.call(&["delete", "--force", &id]).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
+
+/// A request that cannot be carried out in full changes nothing: every field is checked
+/// before the first write.
+#[test]
+fn failed_update_changes_nothing() {
+    let Some(rt) = setup("update-atomic") else {
+        return;
+    };
+    hull_tests::hull_only!(
+        rt,
+        "runc 1.1 leaves a failed update half applied (pids.max 50)"
+    );
+    let mut b = Bundle::new();
+    let id = running(&rt, &mut b, &["sleep", "60"]);
+    let cg = b.cgroups_path();
+    let update = |json: &str| rt.call_stdin(&["update", "--resources", "-", &id], json.as_bytes());
+    let pids = || read_cgroup("pids", &cg, "pids.max");
+    assert_eq!(pids(), "max");
+    // Out of the kernel's range (1-1000 on cgroup v1, 1-10000 on cgroup v2).
+    let o = update(r#"{"pids":{"limit":50},"blockIO":{"weight":50000}}"#);
+    o.assert_fail();
+    if !rt.is_runc() {
+        o.assert_error_contains("blockIO.weight");
+    }
+    assert_eq!(pids(), "max", "pids.max written by a failed update");
+    // A weight on a kernel without a blkio weight file (no BFQ/CFQ), when that is so here.
+    let blkio = hull_tests::check::cgroup_dir("blkio", &cg);
+    if !blkio.join("blkio.weight").exists() && !blkio.join("blkio.bfq.weight").exists() {
+        let o = update(r#"{"pids":{"limit":50},"blockIO":{"weight":500}}"#);
+        o.assert_fail();
+        if !rt.is_runc() {
+            o.assert_error_contains("blockIO.weight");
+        }
+        assert_eq!(pids(), "max", "pids.max written by a failed update");
+    }
+    let o = update(r#"{"pids":{"limit":50},"cpu":{"period":10}}"#);
+    o.assert_fail();
+    if !rt.is_runc() {
+        o.assert_error_contains("cpu.period");
+    }
+    assert_eq!(pids(), "max", "pids.max written by a failed update");
+    // A value only the kernel can refuse (a memory limit far below the usage: EBUSY)
+    // fails after the cpu shares were written: the error says so.
+    let o = update(r#"{"cpu":{"shares":512},"memory":{"limit":4096}}"#);
+    o.assert_fail()
+        .assert_error_contains("memory")
+        .assert_error_contains("already applied: linux.resources.cpu");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.shares"), "512");
+    rt.call(&["delete", "--force", &id]).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
+
+/// Removes a test's own parent cgroup (every hierarchy) when dropped.
+struct ParentCgroup(String);
+
+impl Drop for ParentCgroup {
+    fn drop(&mut self) {
+        for dir in hull_tests::check::cgroup_dirs(&self.0) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Under a parent with a CPU limit (as a Kubernetes pod's cgroup), raising quota and
+/// period together only works period first (runc's order): quota first would ask for 10
+/// CPUs of a 1-CPU parent for a moment, which the kernel refuses.
+#[test]
+fn update_cpu_bandwidth_under_a_limited_parent() {
+    let Some(rt) = setup("update-cfs") else {
+        return;
+    };
+    let parent = format!("/hull-e2e/{}", hull_tests::util::unique("cfs-parent"));
+    let guard = ParentCgroup(parent.clone());
+    let pdir = hull_tests::check::cgroup_dir("cpu", &parent);
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(pdir.join("cpu.cfs_quota_us"), "100000").unwrap();
+    let mut b = Bundle::new();
+    let cg = format!("{parent}/c");
+    b.cgroups_path_set(&cg);
+    b.set(
+        "/linux/resources/cpu",
+        serde_json::json!({"quota": 10000, "period": 10000}),
+    );
+    let id = running(&rt, &mut b, &["sleep", "60"]);
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "10000");
+    rt.call_stdin(
+        &["update", "--resources", "-", &id],
+        br#"{"cpu":{"quota":100000,"period":100000}}"#,
+    )
+    .assert_ok();
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "100000");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "100000");
+    // And back down.
+    rt.call(&[
+        "update",
+        "--cpu-quota",
+        "10000",
+        "--cpu-period",
+        "10000",
+        &id,
+    ])
+    .assert_ok();
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "10000");
+    assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_period_us"), "10000");
+    // A burst must stay below the quota: lowering both works burst first (the order of
+    // runc >= 1.2; runc 1.1 ignores cpu.burst).
+    if !rt.is_runc()
+        && hull_tests::check::cgroup_dir("cpu", &cg)
+            .join("cpu.cfs_burst_us")
+            .exists()
+    {
+        let update = |json: &str| {
+            rt.call_stdin(&["update", "--resources", "-", &id], json.as_bytes())
+                .assert_ok();
+        };
+        update(r#"{"cpu":{"quota":50000,"period":100000,"burst":20000}}"#);
+        assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_burst_us"), "20000");
+        update(r#"{"cpu":{"quota":10000,"burst":5000}}"#);
+        assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_quota_us"), "10000");
+        assert_eq!(read_cgroup("cpu", &cg, "cpu.cfs_burst_us"), "5000");
+    }
+    rt.call(&["delete", "--force", &id]).assert_ok();
+    assert_no_leftovers(&rt, &b);
+    drop(guard);
+}

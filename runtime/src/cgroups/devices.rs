@@ -160,8 +160,13 @@ pub(crate) fn first_v2_unenforceable(user: &[Rule]) -> Option<(usize, &Rule)> {
         .find(|(_, r)| r.allow && !defaults.iter().any(|d| d.covers(r)))
 }
 
-/// Allow rules (rwm) for the device nodes of `linux.devices`, which runc allows implicitly.
-/// The lifecycle code appends these to `linux.resources.devices` before `create`.
+/// Allow rules (rwm) for the device nodes of `linux.devices`. The lifecycle code appends
+/// these to `linux.resources.devices` before `create`. A FIFO (`type: "p"`) is not a device
+/// the device cgroup controls: its node is made and no rule is added (as runc).
 pub fn spec_device_rules(devices: &[LinuxDevice]) -> Vec<LinuxDeviceCgroup> {
-    devices.iter().map(LinuxDeviceCgroup::from).collect()
+    devices
+        .iter()
+        .filter(|d| d.typ() != LinuxDeviceType::P)
+        .map(LinuxDeviceCgroup::from)
+        .collect()
 }

@@ -75,6 +75,16 @@ pub enum CgroupError {
         waited_ms: u64,
     },
 
+    /// An update failed after some of its fields were written (every file was checked
+    /// first; the kernel refused a value).
+    #[error("{source} (fields already applied: {})", applied.join(", "))]
+    PartiallyApplied {
+        path: String,
+        applied: Vec<String>,
+        #[source]
+        source: Box<CgroupError>,
+    },
+
     /// Sending a signal to a pid of the cgroup failed (other than ESRCH).
     #[error("cgroup {path}: cannot send signal {signal} to pid {pid}: {source}")]
     Signal {

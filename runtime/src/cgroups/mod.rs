@@ -15,6 +15,7 @@ mod error;
 mod freeze;
 mod fsutil;
 mod layout;
+mod normalize;
 mod path;
 mod plan;
 mod stats;
@@ -30,6 +31,8 @@ use serde::{Deserialize, Serialize};
 pub use devices::spec_device_rules;
 pub use error::CgroupError;
 pub use layout::Mode;
+/// runc's "zero means not set" rule (see the module).
+pub use normalize::normalize as normalize_resources;
 pub use stats::Stats;
 
 use fsutil::Ctx;
@@ -115,6 +118,9 @@ impl ContainerCgroup {
         let env = Env::probe(&layout, mode);
         let default = LinuxResources::default();
         let res = resources.unwrap_or(&default);
+        normalize::warn_ignored(res, &path);
+        let res = normalize::normalize(res);
+        let res = &res;
         // Refuse before touching anything.
         let plan = plan::check(&path, res, &env, Purpose::Create)?;
 
@@ -339,6 +345,8 @@ impl ContainerCgroup {
         let mode = layout.mode()?;
         check_cgroups_rs_agrees(&self.path, mode)?;
         let env = Env::probe(&layout, mode);
+        normalize::warn_ignored(resources, &self.path);
+        let resources = &normalize::normalize(resources);
         let plan = plan::check(&self.path, resources, &env, Purpose::Update)?;
         let dirs = self.dirs();
         if let (Some(mount), Some(dir)) = (layout.unified.as_ref(), dirs.get(UNIFIED_KEY)) {

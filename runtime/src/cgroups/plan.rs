@@ -79,6 +79,8 @@ pub(crate) struct Plan {
     pub unified_needed: BTreeSet<String>,
     /// `linux.resources.unified` has keys (written into the cgroup2 directory).
     pub unified_keys: bool,
+    /// Create or update.
+    pub purpose: Purpose,
 }
 
 impl Plan {
@@ -161,6 +163,7 @@ pub(crate) fn check(
                 }
             }
         }
+        check_cpu_values(path, cpu, v2)?;
         for (field, val) in [("cpu.cpus", cpu.cpus()), ("cpu.mems", cpu.mems())] {
             if let Some(v) = val {
                 if !is_cpu_list(v) {
@@ -206,11 +209,34 @@ pub(crate) fn check(
                 "cgroup v2 cannot disable the OOM killer per cgroup",
             ));
         }
-        if mem.kernel().is_some() || mem.kernel_tcp().is_some() {
-            tracing::warn!(
-                cgroup = path,
-                "linux.resources.memory.kernel/kernelTCP are deprecated by the kernel and ignored (as runc does)"
-            );
+        if let (Some(l), Some(sw)) = (mem.limit(), mem.swap()) {
+            if l > 0 && sw > 0 && sw < l {
+                return Err(invalid(
+                    path,
+                    "memory.swap",
+                    format!("{sw} is below memory.limit {l} (swap is the memory+swap limit)"),
+                ));
+            }
+        }
+        if v2 {
+            if let Err((field, reason)) =
+                super::apply::swap_v2(mem.swap().unwrap_or(0), mem.limit().unwrap_or(0))
+            {
+                return Err(invalid(path, &format!("memory.{field}"), reason));
+            }
+        }
+        for (field, v) in [
+            ("limit", mem.limit()),
+            ("reservation", mem.reservation()),
+            ("swap", mem.swap()),
+        ] {
+            if let Some(v) = v.filter(|v| *v < -1) {
+                return Err(invalid(
+                    path,
+                    &format!("memory.{field}"),
+                    format!("{v} is negative (use -1 for no limit)"),
+                ));
+            }
         }
     }
 
@@ -241,6 +267,7 @@ pub(crate) fn check(
         if any {
             require("blockIO", if v2 { "io" } else { "blkio" })?;
         }
+        check_blkio_weights(path, bio)?;
         if v2 && bio.leaf_weight().is_some() {
             return Err(unsupported(
                 path,
@@ -335,7 +362,82 @@ pub(crate) fn check(
         devices,
         unified_needed: needed,
         unified_keys: res.unified().as_ref().is_some_and(|m| !m.is_empty()),
+        purpose,
     })
+}
+
+fn invalid(path: &str, field: &str, reason: String) -> CgroupError {
+    CgroupError::InvalidValue {
+        path: path.to_string(),
+        field: format!("linux.resources.{field}"),
+        reason,
+    }
+}
+
+/// The kernel's ranges for the CPU bandwidth knobs (kernel/sched/core.c): shares 2–262144
+/// on cgroup v1 (the kernel clamps, runc reads back and fails), period 1 ms–1 s, a positive
+/// quota at least 1 ms (negative = no limit).
+fn check_cpu_values(
+    path: &str,
+    cpu: &oci_spec::runtime::LinuxCpu,
+    v2: bool,
+) -> Result<(), CgroupError> {
+    if let Some(s) = cpu.shares() {
+        if !v2 && !(2..=262_144).contains(&s) {
+            return Err(invalid(
+                path,
+                "cpu.shares",
+                format!("{s} is outside the kernel's range 2-262144"),
+            ));
+        }
+    }
+    if let Some(p) = cpu.period() {
+        if !(1_000..=1_000_000).contains(&p) {
+            return Err(invalid(
+                path,
+                "cpu.period",
+                format!("{p} µs is outside the kernel's range 1000-1000000 (1 ms to 1 s)"),
+            ));
+        }
+    }
+    if let Some(q) = cpu.quota() {
+        if (1..1_000).contains(&q) {
+            return Err(invalid(
+                path,
+                "cpu.quota",
+                format!("{q} µs is below the kernel's minimum of 1000 (1 ms; -1 = no limit)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Block I/O weights are 1–1000 (BFQ, v1 and v2; CFQ's and the cgroup v2 io.weight
+/// conversion take 10–1000, checked where the file is known), leaf weights 10–1000.
+fn check_blkio_weights(
+    path: &str,
+    bio: &oci_spec::runtime::LinuxBlockIo,
+) -> Result<(), CgroupError> {
+    let max = 1_000;
+    let check = |field: String, w: Option<u16>, min: u16| match w {
+        Some(w) if !(min..=max).contains(&w) => Err(invalid(
+            path,
+            &field,
+            format!("{w} is outside the kernel's range {min}-{max}"),
+        )),
+        _ => Ok(()),
+    };
+    check("blockIO.weight".into(), bio.weight(), 1)?;
+    check("blockIO.leafWeight".into(), bio.leaf_weight(), 10)?;
+    for (i, d) in bio.weight_device().iter().flatten().enumerate() {
+        check(format!("blockIO.weightDevice[{i}].weight"), d.weight(), 1)?;
+        check(
+            format!("blockIO.weightDevice[{i}].leafWeight"),
+            d.leaf_weight(),
+            10,
+        )?;
+    }
+    Ok(())
 }
 
 fn require_v1(path: &str, env: &Env, field: &str, controller: &str) -> Result<(), CgroupError> {

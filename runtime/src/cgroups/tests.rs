@@ -453,6 +453,137 @@ fn spec_devices_become_allow_rules() {
 }
 
 #[test]
+fn spec_fifo_gets_no_device_rule() {
+    let fifo = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path("/dev/fifo")
+        .typ(LinuxDeviceType::P)
+        .major(0)
+        .minor(0)
+        .build()
+        .unwrap();
+    let null = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path("/dev/e2e-null")
+        .typ(LinuxDeviceType::C)
+        .major(1)
+        .minor(3)
+        .build()
+        .unwrap();
+    let rules = spec_device_rules(&[fifo, null]);
+    assert_eq!(rules.len(), 1);
+    let res = with_devices(rules);
+    assert!(plan::check("/t", &res, &hybrid_env(), Purpose::Create).is_ok());
+}
+
+fn res(json: &str) -> LinuxResources {
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn normalize_drops_what_runc_treats_as_unset() {
+    // Docker 20.10's `docker run` and `docker update` resources, and every other zero.
+    let n = normalize_resources(&res(
+        r#"{"memory":{"limit":0,"reservation":0,"swap":0,"kernel":0,"kernelTCP":0,
+            "swappiness":18446744073709551615,"disableOOMKiller":false},
+            "cpu":{"shares":0,"quota":0,"period":0,"realtimeRuntime":0,"realtimePeriod":0,
+            "cpus":"","mems":""},
+            "pids":{"limit":0},
+            "blockIO":{"weight":0,"leafWeight":0,"weightDevice":[{"major":8,"minor":0,"weight":0}]},
+            "network":{"classID":0}}"#,
+    ));
+    assert_eq!(n, LinuxResources::default());
+    // Real values survive, each zero beside them goes.
+    let n = normalize_resources(&res(
+        r#"{"memory":{"limit":67108864,"reservation":0,"swap":134217728,"kernel":0,"swappiness":10},
+            "cpu":{"shares":0,"quota":-1,"period":100000,"cpus":"0"},
+            "pids":{"limit":-1},
+            "blockIO":{"weight":0,"weightDevice":[{"major":8,"minor":0,"weight":0,"leafWeight":20},
+                                                  {"major":8,"minor":16,"weight":0}],
+                       "throttleReadBpsDevice":[{"major":8,"minor":0,"rate":0}]}}"#,
+    ));
+    let want = res(
+        r#"{"memory":{"limit":67108864,"swap":134217728,"swappiness":10},
+            "cpu":{"quota":-1,"period":100000,"cpus":"0"},
+            "pids":{"limit":-1},
+            "blockIO":{"weightDevice":[{"major":8,"minor":0,"leafWeight":20}],
+                       "throttleReadBpsDevice":[{"major":8,"minor":0,"rate":0}]}}"#,
+    );
+    assert_eq!(n, want);
+    // `{"cpu":{"shares":0}}` needs no controller at all, not even on a host without cpu.
+    let mut env = hybrid_env();
+    env.v1.remove("cpu");
+    env.v1.remove("blkio");
+    let docker = normalize_resources(&res(
+        r#"{"memory":{"disableOOMKiller":false},"cpu":{"shares":0},"blockIO":{"weight":0}}"#,
+    ));
+    assert!(plan::check("/t", &docker, &env, Purpose::Create).is_ok());
+}
+
+#[test]
+fn plan_checks_kernel_ranges_before_any_write() {
+    let cases = [
+        (r#"{"cpu":{"shares":1}}"#, "linux.resources.cpu.shares"),
+        (r#"{"cpu":{"shares":300000}}"#, "linux.resources.cpu.shares"),
+        (r#"{"cpu":{"period":10}}"#, "linux.resources.cpu.period"),
+        (
+            r#"{"cpu":{"period":2000000}}"#,
+            "linux.resources.cpu.period",
+        ),
+        (r#"{"cpu":{"quota":999}}"#, "linux.resources.cpu.quota"),
+        (
+            r#"{"blockIO":{"weight":5000}}"#,
+            "linux.resources.blockIO.weight",
+        ),
+        (
+            r#"{"blockIO":{"leafWeight":5}}"#,
+            "linux.resources.blockIO.leafWeight",
+        ),
+        (
+            r#"{"blockIO":{"weightDevice":[{"major":8,"minor":0,"weight":1001}]}}"#,
+            "linux.resources.blockIO.weightDevice[0].weight",
+        ),
+        (r#"{"memory":{"limit":-2}}"#, "linux.resources.memory.limit"),
+    ];
+    for (json, field) in cases {
+        let err = plan::check("/t", &res(json), &hybrid_env(), Purpose::Update)
+            .expect_err(json)
+            .to_string();
+        assert!(err.contains(field), "{json}: {err}");
+    }
+    for json in [
+        r#"{"cpu":{"shares":2,"quota":-1,"period":1000}}"#,
+        r#"{"cpu":{"shares":262144,"quota":1000,"period":1000000}}"#,
+        r#"{"blockIO":{"weight":1000}}"#,
+        r#"{"memory":{"limit":-1,"swap":-1}}"#,
+    ] {
+        assert!(
+            plan::check("/t", &res(json), &hybrid_env(), Purpose::Update).is_ok(),
+            "{json}"
+        );
+    }
+    // cgroup v2: the same 1-1000 weights (converted to io.weight without BFQ), shares
+    // are converted to cpu.weight.
+    let ok = res(r#"{"cpu":{"shares":1},"blockIO":{"weight":1000}}"#);
+    assert!(plan::check("/t", &ok, &v2_env(), Purpose::Update).is_ok());
+    let bad = res(r#"{"blockIO":{"weight":10000}}"#);
+    assert!(plan::check("/t", &bad, &v2_env(), Purpose::Update).is_err());
+}
+
+#[test]
+fn io_weight_v2_uses_bfq_or_converts_like_runc() {
+    use super::apply::io_weight_v2;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    assert_eq!(io_weight_v2(dir, 500), None);
+    std::fs::write(dir.join("io.weight"), "default 100\n").unwrap();
+    assert_eq!(io_weight_v2(dir, 10), Some(("io.weight", 1)));
+    assert_eq!(io_weight_v2(dir, 1000), Some(("io.weight", 10000)));
+    assert_eq!(io_weight_v2(dir, 500), Some(("io.weight", 4950)));
+    assert_eq!(io_weight_v2(dir, 5), None);
+    std::fs::write(dir.join("io.bfq.weight"), "default 100\n").unwrap();
+    assert_eq!(io_weight_v2(dir, 5), Some(("io.bfq.weight", 5)));
+}
+
+#[test]
 fn hugetlb_files_per_hierarchy() {
     assert_eq!(
         apply::hugetlb_writes(true, "2MB", -1, |_| true),
@@ -882,4 +1013,131 @@ fn root_create_empty_applies_limits_then_add_process_joins() {
     }
     cg.add_process(fx.pid()).unwrap();
     assert_eq!(cg.pids().unwrap(), vec![fx.pid()]);
+}
+
+#[test]
+fn memory_writes_follow_runc() {
+    use super::apply::memory_writes;
+    let mem = |json: &str| *res(json).memory().as_ref().unwrap();
+    let files = |w: Vec<(&str, String, &str)>| -> Vec<String> {
+        w.into_iter().map(|(f, v, _)| format!("{f}={v}")).collect()
+    };
+    // v1, raising above the current limit: memory+swap first.
+    let m = mem(r#"{"memory":{"limit":268435456,"swap":536870912}}"#);
+    assert_eq!(
+        files(memory_writes(false, &m, Some(67108864), true).unwrap()),
+        [
+            "memory.memsw.limit_in_bytes=536870912",
+            "memory.limit_in_bytes=268435456"
+        ]
+    );
+    // v1, lowering: memory first.
+    assert_eq!(
+        files(memory_writes(false, &m, Some(u64::MAX >> 1), true).unwrap()),
+        [
+            "memory.limit_in_bytes=268435456",
+            "memory.memsw.limit_in_bytes=536870912"
+        ]
+    );
+    // v1, -1 lifts memory+swap too, only when the kernel has it.
+    let m = mem(r#"{"memory":{"limit":-1,"reservation":1048576}}"#);
+    assert_eq!(
+        files(memory_writes(false, &m, Some(1), true).unwrap()),
+        [
+            "memory.memsw.limit_in_bytes=-1",
+            "memory.limit_in_bytes=-1",
+            "memory.soft_limit_in_bytes=1048576"
+        ]
+    );
+    assert_eq!(
+        files(memory_writes(false, &m, Some(1), false).unwrap()),
+        [
+            "memory.limit_in_bytes=-1",
+            "memory.soft_limit_in_bytes=1048576"
+        ]
+    );
+    // v2: no swap asked for, memory.swap.max untouched; swap is memory+swap minus memory.
+    let m = mem(r#"{"memory":{"limit":67108864}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, true).unwrap()),
+        ["memory.max=67108864"]
+    );
+    let m = mem(r#"{"memory":{"limit":67108864,"swap":134217728,"reservation":1024}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, true).unwrap()),
+        [
+            "memory.swap.max=67108864",
+            "memory.max=67108864",
+            "memory.low=1024"
+        ]
+    );
+    let m = mem(r#"{"memory":{"limit":67108864,"swap":67108864}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, true).unwrap()),
+        ["memory.swap.max=0", "memory.max=67108864"]
+    );
+    let m = mem(r#"{"memory":{"limit":-1}}"#);
+    assert_eq!(
+        files(memory_writes(true, &m, None, false).unwrap()),
+        ["memory.max=max"]
+    );
+    // v2 refusals are found by the plan, before any write.
+    let err = plan::check(
+        "/t",
+        &res(r#"{"memory":{"swap":134217728}}"#),
+        &v2_env(),
+        Purpose::Update,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("linux.resources.memory.swap"), "{err}");
+    let err = plan::check(
+        "/t",
+        &res(r#"{"memory":{"limit":134217728,"swap":67108864}}"#),
+        &hybrid_env(),
+        Purpose::Update,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("linux.resources.memory.swap"), "{err}");
+}
+
+/// `apply` on a fake v1 cpu directory (plain files): a kernel lacking a file refuses a
+/// real value before anything is written, and needs no write for the default 0.
+#[test]
+fn apply_checks_every_file_first_and_skips_absent_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cpu = tmp.path().join("cpu");
+    std::fs::create_dir_all(&cpu).unwrap();
+    std::fs::write(cpu.join("cpu.idle"), "0\n").unwrap();
+    let env = Env {
+        mode: Mode::V1,
+        v1: set(&["cpu", "cpuset"]),
+        unified: BTreeSet::new(),
+        hugepage_sizes: BTreeSet::new(),
+    };
+    let dirs: BTreeMap<String, PathBuf> = [("cpu".to_string(), cpu.clone())].into();
+    let target = super::apply::Target {
+        path: "/t",
+        dirs: &dirs,
+        env: &env,
+    };
+    let run = |json: &str| {
+        let r = normalize_resources(&res(json));
+        let p = plan::check("/t", &r, &env, Purpose::Update).unwrap();
+        super::apply::apply(&target, &r, &p)
+    };
+    // No cpu.cfs_burst_us here: burst 5 is refused and cpu.idle stays untouched.
+    let err = run(r#"{"cpu":{"idle":1,"burst":5}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("linux.resources.cpu.burst"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(cpu.join("cpu.idle")).unwrap(),
+        "0\n"
+    );
+    // burst 0 is what this kernel does anyway.
+    run(r#"{"cpu":{"idle":1,"burst":0}}"#).unwrap();
+    assert_eq!(std::fs::read_to_string(cpu.join("cpu.idle")).unwrap(), "1");
+    assert!(!cpu.join("cpu.cfs_burst_us").exists());
 }

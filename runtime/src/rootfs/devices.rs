@@ -48,8 +48,10 @@ pub fn default_devices() -> Vec<DeviceNode> {
     .collect()
 }
 
-fn convert(d: &LinuxDevice) -> Result<DeviceNode, RootfsError> {
-    let bad = |what: &str| RootfsError::Other(format!("linux.devices {:?}: {what}", d.path()));
+/// `linux.devices[index]` as a node to make; errors name that field.
+fn convert(index: usize, d: &LinuxDevice) -> Result<DeviceNode, RootfsError> {
+    let bad =
+        |what: &str| RootfsError::Other(format!("linux.devices[{index}] ({:?}): {what}", d.path()));
     let kind = match d.typ() {
         LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
         LinuxDeviceType::B => SFlag::S_IFBLK,
@@ -76,14 +78,15 @@ fn convert(d: &LinuxDevice) -> Result<DeviceNode, RootfsError> {
 /// (it becomes a symlink to `pts/ptmx`).
 pub fn devices_of(spec: &Spec) -> Result<Vec<DeviceNode>, RootfsError> {
     let mut out = Vec::new();
-    for d in spec
+    for (i, d) in spec
         .linux()
         .as_ref()
         .and_then(|l| l.devices().as_ref())
         .into_iter()
         .flatten()
+        .enumerate()
     {
-        out.push(convert(d)?);
+        out.push(convert(i, d)?);
     }
     for d in default_devices() {
         if !out
@@ -310,7 +313,8 @@ mod tests {
             r#"{"ociVersion":"1.0.2","linux":{"devices":[{"path":"/dev/x","type":"c","major":-1,"minor":0}]}}"#,
         )
         .unwrap();
-        assert!(devices_of(&bad).is_err());
+        let err = devices_of(&bad).unwrap_err().to_string();
+        assert!(err.contains("linux.devices[0] (\"/dev/x\")"), "{err}");
     }
 
     #[test]
