@@ -247,6 +247,7 @@ impl Runtime {
                 flags: ns_plan.clone_flags.bits(),
                 exec: &exec,
                 keep_fds: &child_fds,
+                first_unpreserved_fd: min_fd,
                 stdio: stdio_raw(&stdio),
                 wait_for_maps_on: ns_plan.new_user.then_some(init_fd.as_raw_fd()),
             })?
@@ -1001,6 +1002,9 @@ pub(crate) struct ChildSetup<'a> {
     pub exec: &'a InitExec,
     /// Descriptors the child keeps across exec (sync socket, console socket).
     pub keep_fds: &'a [RawFd],
+    /// `3 + --preserve-fds`: every other descriptor from here up is closed by the exec of
+    /// `hull init` (the caller's inherited ones must not live on in a created container).
+    pub first_unpreserved_fd: RawFd,
     /// Descriptors (all above 2) that become the child's stdin, stdout and stderr; None
     /// keeps the caller's own.
     pub stdio: Option<[RawFd; 3]>,
@@ -1013,8 +1017,9 @@ pub(crate) struct ChildSetup<'a> {
 ///
 /// The child runs only async-signal-safe system calls until execve: set the parent-death
 /// signal (so a killed `create` takes init with it), wait for the id maps when it is in a
-/// new user namespace and become its root, install its stdio, make the inherited
-/// descriptors survive exec.
+/// new user namespace and become its root, install its stdio, mark every descriptor above
+/// the preserved ones close-on-exec except the ones init needs (so the caller's inherited
+/// descriptors never reach init), make those survive exec.
 pub(crate) fn spawn_init(setup: &ChildSetup<'_>) -> Result<Pid, Error> {
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of our
     // address space and runs `child_after_clone`, which never returns.
@@ -1060,6 +1065,7 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
                 }
             }
         }
+        mark_cloexec_from(setup.first_unpreserved_fd);
         for &fd in setup.keep_fds {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
@@ -1072,6 +1078,40 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
             libc::AT_EMPTY_PATH,
         );
         libc::_exit(EXIT_EXEC)
+    }
+}
+
+/// Mark every descriptor from `first` up close-on-exec: one `close_range` (Linux 5.11), or
+/// `fcntl` on each possible descriptor below the `RLIMIT_NOFILE` soft limit when that is
+/// missing or forbidden. Only async-signal-safe system calls: usable between clone and exec.
+fn mark_cloexec_from(first: RawFd) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range and fcntl only change descriptor flags of this process; prlimit
+    // writes into a local struct.
+    unsafe {
+        let rc = libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
+        if rc == 0 {
+            return;
+        }
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let limit = if libc::prlimit(0, libc::RLIMIT_NOFILE, std::ptr::null(), &mut rl) == 0 {
+            rl.rlim_cur.min(1 << 20) as RawFd
+        } else {
+            1 << 20
+        };
+        let mut fd = first;
+        while fd < limit {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            fd += 1;
+        }
     }
 }
 

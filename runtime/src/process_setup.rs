@@ -83,6 +83,25 @@ impl ProcessSetupError {
         }
     }
 
+    /// For a failure after a seccomp filter was loaded (noNewPrivileges false): an EPERM may
+    /// come from the filter rather than the kernel's own checks; say so.
+    pub fn after_seccomp_load(mut self) -> Self {
+        if let Self::Syscall {
+            op, errno, hint, ..
+        } = &mut self
+        {
+            if *errno == Errno::EPERM {
+                let base = hint.take().unwrap_or_else(|| errno.desc().to_string());
+                let call = op.split(['(', ' ']).next().unwrap_or(op.as_str());
+                *hint = Some(format!(
+                    "{base}; or linux.seccomp does not allow {call}: without \
+                     process.noNewPrivileges the filter is loaded before the user switch"
+                ));
+            }
+        }
+        self
+    }
+
     fn with_hint(mut self, new: Option<String>) -> Self {
         if let Self::Syscall { hint, .. } = &mut self {
             if new.is_some() {
