@@ -626,14 +626,28 @@ pub fn set_capabilities(caps: Option<&LinuxCapabilities>) -> Result<()> {
         ("permitted", CapSet::Permitted, &permitted),
     ] {
         caps::set(None, set, value).map_err(|e| {
-            caps_error(
+            let err = caps_error(
                 &format!("process.capabilities.{name}"),
                 format!("capset {}", names(value)),
                 e,
-            )
+            );
+            err.with_hint(ungrantable_hint(value))
         })?;
     }
     set_ambient(&ambient)
+}
+
+/// When `wanted` holds capabilities init's permitted set lacks (the host, e.g. a root
+/// without CAP_SYS_RESOURCE, cannot grant them): a hint naming them.
+fn ungrantable_hint(wanted: &CapsHashSet) -> Option<String> {
+    let permitted = caps::read(None, CapSet::Permitted).ok()?;
+    let missing: CapsHashSet = wanted.difference(&permitted).copied().collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} cannot be granted: not in the runtime's own permitted or bounding set on this host",
+            names(&missing)
+        )
+    })
 }
 
 fn set_ambient(ambient: &CapsHashSet) -> Result<()> {

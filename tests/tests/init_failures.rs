@@ -214,6 +214,7 @@ fn capability_the_host_cannot_grant_fails_create() {
     let mut want = vec![];
     if !rt.is_runc() {
         want.push("process.capabilities");
+        want.push(cap);
     }
     assert_create_fails_cleanly(&rt, &b, &want);
 }
@@ -356,6 +357,39 @@ fn loopback_is_up_in_a_new_network_namespace() {
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"unknown"), "lo is not up: {o}");
     assert_eq!(lines.last(), Some(&"got:ping"), "nothing on 127.0.0.1: {o}");
+    assert_no_leftovers(&rt, &b);
+}
+
+#[test]
+fn loopback_of_a_joined_network_namespace_is_left_alone() {
+    let Some(rt) = setup("initf-lo-joined") else {
+        return;
+    };
+    skip_if!(
+        !std::path::Path::new("/usr/bin/unshare").exists(),
+        "unshare(1) missing"
+    );
+    // runc sets lo up only in a network namespace it creates.
+    let holder = hull_tests::ChildGuard::spawn(
+        std::process::Command::new("/usr/bin/unshare")
+            .args(["--net", "sleep", "120"])
+            .stdout(std::process::Stdio::null()),
+    );
+    let nspath = format!("/proc/{}/ns/net", holder.pid());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_link(&nspath)
+                .is_ok_and(|t| t.display().to_string() != hull_tests::host_ns("net"))
+        }),
+        "unshare --net helper did not get its own netns"
+    );
+    let mut b = Bundle::new();
+    b.namespace("network", Some(&nspath))
+        .sh("cat /sys/class/net/lo/operstate");
+    let o = rt.run_bundle(&b);
+    o.assert_ok();
+    assert_eq!(o.out(), "down", "{o}");
+    drop(holder);
     assert_no_leftovers(&rt, &b);
 }
 
