@@ -896,13 +896,27 @@ fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
 /// " (exit status N)" for a child that is gone, for error messages.
 pub(crate) fn reap_status(pid: Pid) -> String {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+    // The sync socket reaches EOF while the exiting child closes its descriptors, a moment
+    // before it can be reaped: wait up to a second for the status.
+    let mut status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    for _ in 0..100 {
+        if !matches!(status, Ok(WaitStatus::StillAlive)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    }
+    match status {
         Ok(WaitStatus::Exited(_, code)) => {
             let why = match code {
                 EXIT_NO_MAPS => ": the uid/gid maps were never written",
                 EXIT_ROOT_UNMAPPED => ": uid/gid 0 is not mapped in the user namespace",
                 EXIT_STDIO => ": installing the given stdio failed",
                 EXIT_EXEC => ": executing hull init failed",
+                EXIT_ERROR_UNREPORTED => {
+                    ": init failed and could not report why (writing to its sync socket and \
+                     to stderr failed: does linux.seccomp allow write?)"
+                }
                 _ => "",
             };
             format!(" (exit status {code}{why})")
@@ -1121,6 +1135,8 @@ const EXIT_NO_MAPS: libc::c_int = 101;
 const EXIT_ROOT_UNMAPPED: libc::c_int = 102;
 const EXIT_STDIO: libc::c_int = 103;
 const EXIT_EXEC: libc::c_int = 127;
+/// Init failed and neither the sync socket nor stderr took its message.
+pub(crate) const EXIT_ERROR_UNREPORTED: libc::c_int = 104;
 
 /// Duplicates of the caller-given stdio descriptors numbered at least `min`, so the child's
 /// dup2 onto 0-2 can never overwrite one it still needs.

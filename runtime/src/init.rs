@@ -86,7 +86,7 @@ pub fn run() -> ! {
         .and_then(|v| v.parse::<i32>().ok())
         .filter(|fd| *fd > 2);
     let Some(fd) = fd else {
-        report_on_stderr(&InitError::NoSyncFd.to_string());
+        let _ = report_on_stderr(&InitError::NoSyncFd.to_string());
         exit_now(1);
     };
     std::env::remove_var(INIT_FD_ENV);
@@ -102,18 +102,21 @@ pub fn run() -> ! {
         exit_now(1);
     }
     // The parent reports the error; if it is gone (after create), stderr is all we have.
-    if sync::send(&mut sock, &FromInit::Error(err.to_string())).is_err() {
-        report_on_stderr(&err.to_string());
+    if sync::send(&mut sock, &FromInit::Error(err.to_string())).is_err()
+        && !report_on_stderr(&err.to_string())
+    {
+        // Nowhere to say why (a seccomp profile without write): a status that says so.
+        exit_now(crate::container::EXIT_ERROR_UNREPORTED);
     }
     exit_now(1);
 }
 
-/// `hull init: <msg>` on stderr with one `write(2)`, ignoring failures (`eprintln!` panics
-/// when stderr is unwritable).
-fn report_on_stderr(msg: &str) {
+/// `hull init: <msg>` on stderr with one `write(2)`; false if that failed (`eprintln!`
+/// would panic then).
+fn report_on_stderr(msg: &str) -> bool {
     let line = format!("hull init: {msg}\n");
     // SAFETY: write reads `len` bytes of the buffer we own.
-    let _ = unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) > 0 }
 }
 
 /// `_exit(2)`: no atexit handlers, no stdio flush, nothing a seccomp filter could refuse but
@@ -128,7 +131,9 @@ fn exit_now(code: i32) -> ! {
 /// ends in SIGSEGV then.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        report_on_stderr(&format!("internal error: {info}"));
+        if !report_on_stderr(&format!("internal error: {info}")) {
+            exit_now(crate::container::EXIT_ERROR_UNREPORTED);
+        }
         exit_now(1);
     }));
 }

@@ -337,6 +337,34 @@ fn profile_without_setgroups_fails_with_a_message() {
     assert_create_fails_cleanly(&rt, &b, &["setgroups"]);
 }
 
+#[test]
+fn failure_that_cannot_be_reported_still_exits_cleanly() {
+    let Some(rt) = setup("initf-nowrite") else {
+        return;
+    };
+    // Neither setgroups nor write (nor sendto): init can report its error nowhere. It
+    // used to panic on the failed write to stderr, and the abort path (also filtered)
+    // ended in SIGSEGV (exit 139) in release builds, a panic exit (101) in debug builds.
+    let mut b = Bundle::new();
+    b.set("/linux/seccomp", allow_list(&["setgroups", "write"]))
+        .no_new_privileges(false)
+        .args(&["true"]);
+    let id = rt.id();
+    let o = rt.run(&id, &b);
+    o.assert_fail();
+    assert!(o.code() < 128, "killed by a signal: {o}");
+    assert_ne!(o.code(), 101, "init panicked: {o}");
+    assert!(
+        !o.errors().contains("exit status 101") && !o.errors().contains("SIGSEGV"),
+        "init panicked or crashed: {o}"
+    );
+    if !rt.is_runc() {
+        o.assert_error_contains("could not report");
+        o.assert_error_contains("linux.seccomp");
+    }
+    assert_no_leftovers(&rt, &b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 9: loopback
 
