@@ -1,4 +1,6 @@
-//! Applying `process` of the OCI config to the container init just before `execve`.
+//! Applying `process` of the OCI config to the container init before it reports Ready (so
+//! that a failure fails `create`, as in runc; only the exec fifo, the startContainer hooks
+//! and the `execve` remain after `start`).
 //!
 //! The container init is single-threaded and has already pivoted into the container's root
 //! when [`apply`] runs. Everything is applied in runc's order, one small public function per

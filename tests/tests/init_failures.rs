@@ -227,7 +227,10 @@ fn user_switch_and_capabilities_happen_before_start() {
     // After create, init already runs as the container's user with its capabilities
     // (runc: only the execve remains after start).
     let mut b = Bundle::new();
-    b.user(1000, 1000, &[2000]).args(&["sleep", "30"]);
+    // No capabilities at all: init must still open the exec fifo after dropping them.
+    b.user(1000, 1000, &[2000])
+        .set("/process/capabilities", json!({}))
+        .args(&["sleep", "30"]);
     let id = rt.id();
     rt.create(&id, &b).assert_ok();
     let pid = rt.state_json(&id)["pid"].as_i64().expect("pid");
@@ -244,7 +247,18 @@ fn user_switch_and_capabilities_happen_before_start() {
     assert_eq!(field("Uid"), "1000 1000 1000 1000", "{status}");
     assert_eq!(field("Gid"), "1000 1000 1000 1000", "{status}");
     assert_eq!(field("Groups"), "2000", "{status}");
+    assert_eq!(field("CapEff"), "0000000000000000", "{status}");
+    assert_eq!(field("CapPrm"), "0000000000000000", "{status}");
+    assert_eq!(field("CapBnd"), "0000000000000000", "{status}");
     rt.start(&id).assert_ok();
+    assert!(
+        wait_until(Duration::from_secs(10), || rt.status(&id).as_deref()
+            == Some("running")
+            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")),
+        "the container did not start: {:?}",
+        rt.status(&id)
+    );
     rt.delete_force(&id).assert_ok();
     assert_no_leftovers(&rt, &b);
 }
