@@ -264,6 +264,33 @@ fn user_switch_and_capabilities_happen_before_start() {
 }
 
 #[test]
+fn start_container_hooks_run_with_the_container_credentials() {
+    let Some(rt) = setup("initf-hook-creds") else {
+        return;
+    };
+    // runc: the user switch and capabilities precede the wait for `start`, so the
+    // startContainer hooks (run in the container after it) see the container's user.
+    let mut b = Bundle::new();
+    b.readonly_root(false)
+        .user(1000, 1000, &[])
+        .hook(
+            "startContainer",
+            json!({"path": "/bin/sh", "args": ["sh", "-c", "id -u > /tmp/hook-uid"]}),
+        )
+        .sh("cat /tmp/hook-uid");
+    std::fs::create_dir_all(b.rootfs().join("tmp")).expect("mkdir tmp");
+    std::fs::set_permissions(
+        b.rootfs().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod tmp");
+    let o = rt.run_bundle(&b);
+    o.assert_ok();
+    assert_eq!(o.out(), "1000", "{o}");
+    assert_no_leftovers(&rt, &b);
+}
+
+#[test]
 fn failed_create_prints_one_error() {
     let Some(rt) = setup("initf-one-error") else {
         return;
@@ -272,7 +299,7 @@ fn failed_create_prints_one_error() {
     // reports the error; init must not add a line of its own.
     let mut b = Bundle::new();
     b.resources(json!({"cpu": {"cpus": "999"}})).args(&["true"]);
-    for _ in 0..25 {
+    for _ in 0..50 {
         let id = rt.id();
         let o = rt.create(&id, &b);
         o.assert_fail();
@@ -530,9 +557,19 @@ fn created_container_does_not_hold_inherited_fds() {
         !fds.iter().any(|(_, l)| *l == link || *l == link2),
         "init holds the caller's pipe: {fds:?}"
     );
-    // Only stdio and the runtime's own descriptors (sync socket, exec fifo; runc also has
-    // Go's epoll descriptor and its pipe).
+    // Only stdio and the runtime's own descriptors: hull's sync socket and exec fifo (runc
+    // also has Go's epoll descriptor and its pipe).
     assert!(fds.len() <= 7, "init holds unexpected fds: {fds:?}");
+    if !rt.is_runc() {
+        let own: Vec<&(i32, String)> = fds.iter().filter(|(n, _)| *n > 2).collect();
+        assert!(
+            own.len() == 2
+                && own
+                    .iter()
+                    .all(|(_, l)| l.ends_with("/exec.fifo") || l.starts_with("socket:")),
+            "init holds unexpected fds: {fds:?}"
+        );
+    }
     rt.start(&id).assert_ok();
     assert!(wait_until(Duration::from_secs(10), || rt
         .status(&id)
