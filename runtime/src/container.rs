@@ -204,6 +204,9 @@ impl Runtime {
             self.systemd_cgroup,
         )?;
 
+        // Declared before `guard`, so dropped after it: a failed create kills init before
+        // closing init's connection (init would otherwise wake up to a closed socket).
+        let (mut ours, theirs) = UnixStream::pair().map_err(io("sync socketpair"))?;
         // From here on everything created is undone by `guard` unless create succeeds.
         let dir = ContainerDir::create(&self.root, id)?;
         let mut guard = CreateGuard {
@@ -224,7 +227,6 @@ impl Runtime {
         let fifo = dir.fifo_path();
         make_fifo(&fifo)?;
 
-        let (mut ours, theirs) = UnixStream::pair().map_err(io("sync socketpair"))?;
         let min_fd = 3 + opts.preserve_fds;
         let init_fd = dup_above(theirs.as_fd(), min_fd)?;
         drop(theirs);
