@@ -521,3 +521,35 @@ impl ExecArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloexec(fd: i32) -> bool {
+        // SAFETY: F_GETFD only reads the flags of a descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        flags >= 0 && flags & libc::FD_CLOEXEC != 0
+    }
+
+    #[test]
+    fn proc_fd_walk_marks_descriptors_from_first_up() {
+        let file = tempfile::tempfile().expect("tempfile");
+        // SAFETY: dup returns new descriptors (without FD_CLOEXEC) that we close below.
+        let (low, high) = unsafe {
+            let a = libc::dup(file.as_raw_fd());
+            let b = libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, a + 1);
+            (a, b)
+        };
+        assert!(low > 2 && high > low);
+        assert!(!cloexec(low) && !cloexec(high));
+        mark_listed_fds_cloexec(high).expect("walk");
+        assert!(cloexec(high), "descriptor {high} not marked");
+        assert!(!cloexec(low), "descriptor {low} below `first` was marked");
+        // SAFETY: closing the two descriptors dup'ed above.
+        unsafe {
+            libc::close(low);
+            libc::close(high);
+        }
+    }
+}
