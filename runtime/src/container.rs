@@ -206,6 +206,9 @@ impl Runtime {
             self.systemd_cgroup,
         )?;
 
+        // Declared before `guard`, so dropped after it: a failed create kills init before
+        // closing init's connection (init would otherwise wake up to a closed socket).
+        let (mut ours, theirs) = UnixStream::pair().map_err(io("sync socketpair"))?;
         // From here on everything created is undone by `guard` unless create succeeds.
         let dir = ContainerDir::create(&self.root, id)?;
         let mut guard = CreateGuard {
@@ -226,7 +229,6 @@ impl Runtime {
         let fifo = dir.fifo_path();
         make_fifo(&fifo)?;
 
-        let (mut ours, theirs) = UnixStream::pair().map_err(io("sync socketpair"))?;
         let min_fd = 3 + opts.preserve_fds;
         let init_fd = dup_above(theirs.as_fd(), min_fd)?;
         drop(theirs);
@@ -263,6 +265,7 @@ impl Runtime {
                 flags: ns_plan.clone_flags.bits(),
                 exec: &exec,
                 keep_fds: &child_fds,
+                first_unpreserved_fd: min_fd,
                 stdio: stdio_raw(&stdio),
                 wait_for_maps_on: ns_plan.new_user.then_some(init_fd.as_raw_fd()),
             })?
@@ -1000,13 +1003,27 @@ fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
 /// " (exit status N)" for a child that is gone, for error messages.
 pub(crate) fn reap_status(pid: Pid) -> String {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+    // The sync socket reaches EOF while the exiting child closes its descriptors, a moment
+    // before it can be reaped: wait up to a second for the status.
+    let mut status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    for _ in 0..100 {
+        if !matches!(status, Ok(WaitStatus::StillAlive)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+    }
+    match status {
         Ok(WaitStatus::Exited(_, code)) => {
             let why = match code {
                 EXIT_NO_MAPS => ": the uid/gid maps were never written",
                 EXIT_ROOT_UNMAPPED => ": uid/gid 0 is not mapped in the user namespace",
                 EXIT_STDIO => ": installing the given stdio failed",
                 EXIT_EXEC => ": executing hull init failed",
+                EXIT_ERROR_UNREPORTED => {
+                    ": init failed and could not report why (writing to its sync socket and \
+                     to stderr failed: does linux.seccomp allow write?)"
+                }
                 _ => "",
             };
             format!(" (exit status {code}{why})")
@@ -1106,6 +1123,9 @@ pub(crate) struct ChildSetup<'a> {
     pub exec: &'a InitExec,
     /// Descriptors the child keeps across exec (sync socket, console socket).
     pub keep_fds: &'a [RawFd],
+    /// `3 + --preserve-fds`: every other descriptor from here up is closed by the exec of
+    /// `hull init` (the caller's inherited ones must not live on in a created container).
+    pub first_unpreserved_fd: RawFd,
     /// Descriptors (all above 2) that become the child's stdin, stdout and stderr; None
     /// keeps the caller's own.
     pub stdio: Option<[RawFd; 3]>,
@@ -1118,8 +1138,9 @@ pub(crate) struct ChildSetup<'a> {
 ///
 /// The child runs only async-signal-safe system calls until execve: set the parent-death
 /// signal (so a killed `create` takes init with it), wait for the id maps when it is in a
-/// new user namespace and become its root, install its stdio, make the inherited
-/// descriptors survive exec.
+/// new user namespace and become its root, install its stdio, mark every descriptor above
+/// the preserved ones close-on-exec except the ones init needs (so the caller's inherited
+/// descriptors never reach init), make those survive exec.
 pub(crate) fn spawn_init(setup: &ChildSetup<'_>) -> Result<Pid, Error> {
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of our
     // address space and runs `child_after_clone`, which never returns.
@@ -1165,6 +1186,7 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
                 }
             }
         }
+        mark_cloexec_from(setup.first_unpreserved_fd);
         for &fd in setup.keep_fds {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
@@ -1180,12 +1202,48 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
     }
 }
 
+/// Mark every descriptor from `first` up close-on-exec: one `close_range` (Linux 5.11), or
+/// `fcntl` on each possible descriptor below the `RLIMIT_NOFILE` soft limit when that is
+/// missing or forbidden. Only async-signal-safe system calls: usable between clone and exec.
+fn mark_cloexec_from(first: RawFd) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range and fcntl only change descriptor flags of this process; prlimit
+    // writes into a local struct.
+    unsafe {
+        let rc = libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
+        if rc == 0 {
+            return;
+        }
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let limit = if libc::prlimit(0, libc::RLIMIT_NOFILE, std::ptr::null(), &mut rl) == 0 {
+            rl.rlim_cur.min(1 << 20) as RawFd
+        } else {
+            1 << 20
+        };
+        let mut fd = first;
+        while fd < limit {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            fd += 1;
+        }
+    }
+}
+
 // Exit codes of the child between clone and exec (it can only _exit), explained by
 // `reap_status`.
 const EXIT_NO_MAPS: libc::c_int = 101;
 const EXIT_ROOT_UNMAPPED: libc::c_int = 102;
 const EXIT_STDIO: libc::c_int = 103;
 const EXIT_EXEC: libc::c_int = 127;
+/// Init failed and neither the sync socket nor stderr took its message.
+pub(crate) const EXIT_ERROR_UNREPORTED: libc::c_int = 104;
 
 /// Duplicates of the caller-given stdio descriptors numbered at least `min`, so the child's
 /// dup2 onto 0-2 can never overwrite one it still needs.

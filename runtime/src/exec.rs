@@ -174,6 +174,7 @@ impl Runtime {
                 flags: CloneFlags::empty().bits(),
                 exec: &exec,
                 keep_fds: &child_fds,
+                first_unpreserved_fd: min_fd,
                 stdio: stdio_raw(&stdio),
                 wait_for_maps_on: None,
             })?
@@ -266,12 +267,13 @@ pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<
     }
     // --apparmor / --process-label (or the container's own labels, see `Runtime::exec`).
     crate::lsm::apply_exec_labels(&crate::lsm::AttrDir::proc_self(), process)?;
+    // Before a seccomp filter (which may not allow close_range) is loaded.
+    init::close_fds_on_exec(3 + plan.preserve_fds)?;
     let filter =
         seccomp::apply_process(process, plan.personality.as_ref(), filter, &plan.state_json)?;
     // `hull exec --detach` exits after Ready; the process must outlive it.
     nix::sys::prctl::set_pdeathsig(None).map_err(init::sys("clearing the parent-death signal"))?;
     sync::send(sock, &FromInit::Ready)?;
-    init::close_fds_on_exec(3 + plan.preserve_fds)?;
     init::drop_sync_socket(sock);
     if let Some(filter) = filter {
         filter.activate(&plan.state_json)?;

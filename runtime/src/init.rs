@@ -3,12 +3,16 @@
 //! the set-up work (the forked child before it did nothing but async-signal-safe calls).
 //!
 //! Order (runc's): seccomp agent connect (the filter was compiled by `create`) → join user ns → unshare the rest →
-//! keyring → hostname → rootfs prepare → [parent runs prestart/createRuntime hooks] →
-//! createContainer hooks → pivot → sysctl → console → masked/read-only paths → cwd,
-//! executable lookup → report Ready → block on the exec fifo until `start` → startContainer
-//! hooks → LSM exec labels (`lsm`) → limits, user, capabilities → seccomp load → execve
-//! (without noNewPrivileges the filter is loaded before the user switch, which drops the
-//! CAP_SYS_ADMIN it needs).
+//! loopback up (new network namespace) → keyring → hostname → rootfs prepare → [parent runs
+//! prestart/createRuntime hooks] → createContainer hooks → pivot → sysctl → console →
+//! masked/read-only paths → cwd, executable lookup → descriptors above the preserved ones
+//! marked close-on-exec → LSM exec labels (`lsm`) → limits, user, capabilities,
+//! noNewPrivileges (without noNewPrivileges the seccomp filter is loaded before the user
+//! switch, which drops the CAP_SYS_ADMIN it needs) → report Ready → block on the exec fifo
+//! until `start` → startContainer hooks → seccomp load (with noNewPrivileges) → execve.
+//!
+//! Everything that can fail is done before Ready, so that a failure fails `create` (as in
+//! runc) and only the execve remains after `start`.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -21,7 +25,7 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::Spec;
 
 use crate::sync::{self, FromInit, InitPlan, ToInit};
-use crate::{hooks, lsm, namespaces, process_setup, rootfs, seccomp, terminal};
+use crate::{hooks, lsm, namespaces, network, process_setup, rootfs, seccomp, terminal};
 
 /// The environment variable naming init's end of the sync socket.
 pub const INIT_FD_ENV: &str = "_HULL_INIT_FD";
@@ -46,6 +50,8 @@ pub enum InitError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error(transparent)]
     Lsm(#[from] lsm::LsmError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -74,13 +80,14 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Init
 
 /// Entry point of `hull init`. Never returns: execs the container process or exits.
 pub fn run() -> ! {
+    install_panic_hook();
     let fd = std::env::var(INIT_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
         .filter(|fd| *fd > 2);
     let Some(fd) = fd else {
-        eprintln!("hull init: {}", InitError::NoSyncFd);
-        std::process::exit(1);
+        let _ = report_on_stderr(&InitError::NoSyncFd.to_string());
+        exit_now(1);
     };
     std::env::remove_var(INIT_FD_ENV);
     // SAFETY: the parent placed our end of the sync socket at this descriptor for us alone.
@@ -89,11 +96,46 @@ pub fn run() -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    // The parent reports the error; if it is gone (after create), stderr is all we have.
-    if sync::send(&mut sock, &FromInit::Error(err.to_string())).is_err() {
-        eprintln!("hull init: {err}");
+    // The parent closed the connection on purpose (its own step failed, and it reports
+    // that error): a line of ours would only add noise.
+    if matches!(err, InitError::Sync(sync::SyncError::Closed)) {
+        exit_now(1);
     }
-    std::process::exit(1);
+    // The parent reports the error; if it is gone (after create), stderr is all we have.
+    if sync::send(&mut sock, &FromInit::Error(err.to_string())).is_err()
+        && !report_on_stderr(&err.to_string())
+    {
+        // Nowhere to say why (a seccomp profile without write): a status that says so.
+        exit_now(crate::container::EXIT_ERROR_UNREPORTED);
+    }
+    exit_now(1);
+}
+
+/// `hull init: <msg>` on stderr with one `write(2)`; false if that failed (`eprintln!`
+/// would panic then).
+fn report_on_stderr(msg: &str) -> bool {
+    let line = format!("hull init: {msg}\n");
+    // SAFETY: write reads `len` bytes of the buffer we own.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) > 0 }
+}
+
+/// `_exit(2)`: no atexit handlers, no stdio flush, nothing a seccomp filter could refuse but
+/// `exit_group`.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// A panic in init (a bug) must still end in a message and exit status 1: the default path
+/// (unwinding or, in release builds, abort) needs signals a seccomp filter may forbid, and
+/// ends in SIGSEGV then.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if !report_on_stderr(&format!("internal error: {info}")) {
+            exit_now(crate::container::EXIT_ERROR_UNREPORTED);
+        }
+        exit_now(1);
+    }));
 }
 
 pub(crate) enum Never {}
@@ -129,6 +171,9 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
         .transpose()?;
 
     enter_namespaces(&plan)?;
+    if network::has_new_netns(spec) {
+        network::bring_up_loopback()?;
+    }
     if !plan.no_new_keyring {
         join_session_keyring(&plan.id);
     }
@@ -189,13 +234,25 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
     let exe = process_setup::find_executable(arg0, &env, cwd)?;
     let exec = ExecArgs::new(&exe, &args, &env)?;
 
+    // The caller's descriptors were closed by the exec of init; the ones init opened since
+    // are marked now, before a seccomp filter may forbid close_range.
+    close_fds_on_exec(3 + plan.preserve_fds)?;
+    let personality = spec.linux().as_ref().and_then(|l| l.personality().as_ref());
+    // AppArmor profile / SELinux label for the execve, while we may still choose them.
+    lsm::apply_exec_labels(&lsm::AttrDir::proc_self(), process)?;
+    // Limits, user, capabilities, noNewPrivileges now, so a failure fails `create` (runc).
+    // Loads the filter before the user switch when noNewPrivileges is false.
+    let seccomp = seccomp::apply_process(process, personality, seccomp, &state_json)?;
+
     // From Ready on, init outlives `hull create`: drop the parent-death signal it was
     // cloned with (which took it down if create died half-way).
     nix::sys::prctl::set_pdeathsig(None).map_err(sys("clearing the parent-death signal"))?;
     sync::send(sock, &FromInit::Ready)?;
+    drop_sync_socket(sock);
     wait_for_start(&fifo)?;
     drop(fifo);
 
+    // As runc: with the container's credentials (and its filter without noNewPrivileges).
     if let Some(h) = spec
         .hooks()
         .as_ref()
@@ -208,13 +265,6 @@ fn setup(sock: &mut UnixStream) -> Result<Never, InitError> {
         });
         hooks::run_hooks("startContainer", &h, state.to_string().as_bytes())?;
     }
-    let personality = spec.linux().as_ref().and_then(|l| l.personality().as_ref());
-    // AppArmor profile / SELinux label for the execve, while we may still choose them.
-    lsm::apply_exec_labels(&lsm::AttrDir::proc_self(), process)?;
-    // Loads the filter before the user switch when noNewPrivileges is false.
-    let seccomp = seccomp::apply_process(process, personality, seccomp, &state_json)?;
-    close_fds_on_exec(3 + plan.preserve_fds)?;
-    drop_sync_socket(sock);
     if let Some(filter) = seccomp {
         filter.activate(&state_json)?;
     }
@@ -378,7 +428,9 @@ fn wait_for_start(fifo: &File) -> Result<(), InitError> {
     w.write_all(b"0").map_err(io("writing the exec fifo"))
 }
 
-/// Every descriptor from `first` up is closed by the coming execve.
+/// Every descriptor from `first` up is closed by the coming execve: one `close_range`, or,
+/// where that is missing (before Linux 5.11) or forbidden by a seccomp profile written
+/// before it existed, `FD_CLOEXEC` on each descriptor listed in `/proc/self/fd`.
 pub(crate) fn close_fds_on_exec(first: i32) -> Result<(), InitError> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags of this process.
@@ -390,11 +442,34 @@ pub(crate) fn close_fds_on_exec(first: i32) -> Result<(), InitError> {
             CLOSE_RANGE_CLOEXEC,
         )
     };
-    if rc < 0 {
-        return Err(InitError::Sys {
-            what: "close_range".into(),
-            source: nix::Error::last(),
-        });
+    if rc == 0 {
+        return Ok(());
+    }
+    let close_range_err = nix::Error::last();
+    tracing::debug!("close_range: {close_range_err}; marking /proc/self/fd one by one");
+    mark_listed_fds_cloexec(first).map_err(|e| InitError::Io {
+        what: format!(
+            "marking descriptors close-on-exec (close_range: {close_range_err}; then /proc/self/fd)"
+        ),
+        source: e,
+    })
+}
+
+fn mark_listed_fds_cloexec(first: i32) -> std::io::Result<()> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl only changes the flags of a descriptor of this process; one that
+        // was the directory stream above is closed by now (EBADF, ignored).
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBADF) {
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }
@@ -443,6 +518,38 @@ impl ExecArgs {
         InitError::Sys {
             what: format!("exec {:?}", self.path),
             source: err,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloexec(fd: i32) -> bool {
+        // SAFETY: F_GETFD only reads the flags of a descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        flags >= 0 && flags & libc::FD_CLOEXEC != 0
+    }
+
+    #[test]
+    fn proc_fd_walk_marks_descriptors_from_first_up() {
+        let file = tempfile::tempfile().expect("tempfile");
+        // SAFETY: dup returns new descriptors (without FD_CLOEXEC) that we close below.
+        let (low, high) = unsafe {
+            let a = libc::dup(file.as_raw_fd());
+            let b = libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, a + 1);
+            (a, b)
+        };
+        assert!(low > 2 && high > low);
+        assert!(!cloexec(low) && !cloexec(high));
+        mark_listed_fds_cloexec(high).expect("walk");
+        assert!(cloexec(high), "descriptor {high} not marked");
+        assert!(!cloexec(low), "descriptor {low} below `first` was marked");
+        // SAFETY: closing the two descriptors dup'ed above.
+        unsafe {
+            libc::close(low);
+            libc::close(high);
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod init;
 pub mod logging;
 pub mod lsm;
 pub mod namespaces;
+pub mod network;
 pub mod process_setup;
 pub mod rootfs;
 pub mod sealed_exe;

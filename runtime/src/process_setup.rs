@@ -1,4 +1,6 @@
-//! Applying `process` of the OCI config to the container init just before `execve`.
+//! Applying `process` of the OCI config to the container init before it reports Ready (so
+//! that a failure fails `create`, as in runc; only the exec fifo, the startContainer hooks
+//! and the `execve` remain after `start`).
 //!
 //! The container init is single-threaded and has already pivoted into the container's root
 //! when [`apply`] runs. Everything is applied in runc's order, one small public function per
@@ -81,6 +83,25 @@ impl ProcessSetupError {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    /// For a failure after a seccomp filter was loaded (noNewPrivileges false): an EPERM may
+    /// come from the filter rather than the kernel's own checks; say so.
+    pub fn after_seccomp_load(mut self) -> Self {
+        if let Self::Syscall {
+            op, errno, hint, ..
+        } = &mut self
+        {
+            if *errno == Errno::EPERM {
+                let base = hint.take().unwrap_or_else(|| errno.desc().to_string());
+                let call = op.split(['(', ' ']).next().unwrap_or(op.as_str());
+                *hint = Some(format!(
+                    "{base}; or linux.seccomp does not allow {call}: without \
+                     process.noNewPrivileges the filter is loaded before the user switch"
+                ));
+            }
+        }
+        self
     }
 
     fn with_hint(mut self, new: Option<String>) -> Self {
@@ -607,14 +628,28 @@ pub fn set_capabilities(caps: Option<&LinuxCapabilities>) -> Result<()> {
         ("permitted", CapSet::Permitted, &permitted),
     ] {
         caps::set(None, set, value).map_err(|e| {
-            caps_error(
+            let err = caps_error(
                 &format!("process.capabilities.{name}"),
                 format!("capset {}", names(value)),
                 e,
-            )
+            );
+            err.with_hint(ungrantable_hint(value))
         })?;
     }
     set_ambient(&ambient)
+}
+
+/// When `wanted` holds capabilities init's permitted set lacks (the host, e.g. a root
+/// without CAP_SYS_RESOURCE, cannot grant them): a hint naming them.
+fn ungrantable_hint(wanted: &CapsHashSet) -> Option<String> {
+    let permitted = caps::read(None, CapSet::Permitted).ok()?;
+    let missing: CapsHashSet = wanted.difference(&permitted).copied().collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} cannot be granted: not in the runtime's own permitted or bounding set on this host",
+            names(&missing)
+        )
+    })
 }
 
 fn set_ambient(ambient: &CapsHashSet) -> Result<()> {

@@ -801,7 +801,9 @@ pub fn apply_process(
     match seccomp {
         Some(sc) if !nnp => {
             sc.activate(state_json)?;
-            staged.finish()?;
+            staged
+                .finish()
+                .map_err(crate::process_setup::ProcessSetupError::after_seccomp_load)?;
             Ok(None)
         }
         later => {

@@ -95,7 +95,34 @@ pub fn send<T: Serialize>(sock: &mut UnixStream, msg: &T) -> Result<(), SyncErro
     let mut frame = Vec::with_capacity(body.len() + 4);
     frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&body);
-    sock.write_all(&frame)?;
+    write_frame(sock, &frame)
+}
+
+/// `send(MSG_NOSIGNAL)` (what `UnixStream` writes with); when that fails for another reason
+/// than the peer being gone, plain `write(2)`: init may report an error after a seccomp
+/// filter that does not allow `sendto` is loaded, and the error must still reach `create`.
+fn write_frame(sock: &mut UnixStream, mut frame: &[u8]) -> Result<(), SyncError> {
+    use std::io::ErrorKind;
+    while !frame.is_empty() {
+        let n = match sock.write(frame) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+                return Err(e.into())
+            }
+            Err(_) => loop {
+                match nix::unistd::write(&*sock, frame) {
+                    Ok(n) => break n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(std::io::Error::from(e).into()),
+                }
+            },
+        };
+        if n == 0 {
+            return Err(std::io::Error::from(ErrorKind::WriteZero).into());
+        }
+        frame = &frame[n..];
+    }
     Ok(())
 }
 

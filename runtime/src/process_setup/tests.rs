@@ -709,3 +709,32 @@ fn root_apply_effective_outside_permitted_fails() {
     })
     .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// errors after a seccomp filter was loaded
+
+#[test]
+fn eperm_after_seccomp_load_points_at_the_profile() {
+    let e = ProcessSetupError::syscall("process.user.additionalGids []", "setgroups", Errno::EPERM)
+        .after_seccomp_load();
+    let msg = e.to_string();
+    assert!(msg.contains("setgroups: EPERM"), "{msg}");
+    assert!(msg.contains("Operation not permitted"), "{msg}");
+    assert!(
+        msg.contains("linux.seccomp does not allow setgroups"),
+        "{msg}"
+    );
+    // An existing hint is kept; the call name is cut at its arguments.
+    let e = ProcessSetupError::syscall("process.user", "prctl(PR_SET_KEEPCAPS, 1)", Errno::EPERM)
+        .with_hint(Some("kept".into()))
+        .after_seccomp_load();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("(kept; or linux.seccomp does not allow prctl:"),
+        "{msg}"
+    );
+    // Other errors are left alone.
+    let e = ProcessSetupError::syscall("process.user.uid 5", "setresuid", Errno::EINVAL)
+        .after_seccomp_load();
+    assert!(!e.to_string().contains("seccomp"), "{e}");
+}
