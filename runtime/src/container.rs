@@ -1205,7 +1205,7 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
 /// Mark every descriptor from `first` up close-on-exec: one `close_range` (Linux 5.11), or
 /// `fcntl` on each possible descriptor below the `RLIMIT_NOFILE` soft limit when that is
 /// missing or forbidden. Only async-signal-safe system calls: usable between clone and exec.
-fn mark_cloexec_from(first: RawFd) {
+pub(crate) fn mark_cloexec_from(first: RawFd) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range and fcntl only change descriptor flags of this process; prlimit
     // writes into a local struct.

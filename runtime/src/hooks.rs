@@ -201,8 +201,8 @@ impl Ctx<'_> {
     }
 }
 
-/// The hook's command: program, argv (with argv[0]), exactly its env, piped stdio, own
-/// process group.
+/// The hook's command: program, argv (with argv[0]), exactly its env, piped stdio and no
+/// other descriptor, own process group.
 fn command(ctx: &Ctx, hook: &Hook) -> Result<Command, HookError> {
     let mut cmd = Command::new(hook.path());
     if let Some((argv0, rest)) = hook.args().as_deref().and_then(|a| a.split_first()) {
@@ -223,6 +223,15 @@ fn command(ctx: &Ctx, hook: &Hook) -> Result<Command, HookError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // Only its stdio: descriptors our caller left open (a shim's or a script's pipe) must
+    // not reach a hook, which may leave a process behind holding them.
+    // SAFETY: the closure makes only async-signal-safe system calls (close_range/fcntl).
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::container::mark_cloexec_from(3);
+            Ok(())
+        });
+    }
     Ok(cmd)
 }
 

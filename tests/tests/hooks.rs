@@ -313,3 +313,46 @@ fn poststop_runs_on_run_exit() {
     assert_eq!(order(&dir), ["poststop"]);
     assert_no_leftovers(&rt, &b);
 }
+
+/// A host-side hook gets only its stdio: descriptors `hull create` inherited from its
+/// caller (a shim's or a script's pipe) must not reach it, or a hook that leaves a process
+/// behind keeps the caller's pipe open. runc's hooks get none either.
+#[test]
+fn hooks_do_not_inherit_the_callers_descriptors() {
+    let Some(rt) = setup("hooks-fds") else { return };
+    hull_tests::hull_only!(
+        &rt,
+        "runc 1.1 passes its caller's inherited descriptors to hooks"
+    );
+    let dir = hooks_dir(&rt);
+    let mut b = Bundle::new();
+    b.args(&["true"]);
+    for k in ["createRuntime", "prestart"] {
+        let d = dir.display();
+        b.hook(
+            k,
+            json!({"path": "/bin/sh", "args": ["sh", "-c",
+                format!("ls /proc/$$/fd > {d}/{k}.fds")]}),
+        );
+    }
+    let file = std::fs::File::create(rt.scratch().join("inherited")).unwrap();
+    let id = rt.id();
+    b.write();
+    let c = rt.cmd(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    let o = rt.exec_cmd(
+        c,
+        hull_tests::runtime::Io {
+            extra_fds: vec![(9, file)],
+            ..Default::default()
+        },
+    );
+    o.assert_ok();
+    for k in ["createRuntime", "prestart"] {
+        let fds = std::fs::read_to_string(dir.join(format!("{k}.fds"))).unwrap_or_default();
+        let fds: Vec<&str> = fds.split_whitespace().collect();
+        assert!(fds.contains(&"0"), "{k} hook listed no fds: {fds:?}");
+        assert!(!fds.contains(&"9"), "{k} hook inherited fd 9: {fds:?}");
+    }
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
