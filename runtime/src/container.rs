@@ -483,7 +483,11 @@ impl Runtime {
     /// `delete`: remove a stopped (or created) container; `force` kills a running one first.
     pub fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
         hull_specs::validate_container_id(id)?;
-        let dir = ContainerDir::open(&self.root, id)?;
+        let dir = match ContainerDir::open(&self.root, id) {
+            // `--force` asks for the id to be gone, and it is (runc: success, silently).
+            Err(StateError::NotExist(_)) if force => return Ok(()),
+            other => other?,
+        };
         let Some(saved) = dir.load()? else {
             // A create that died before saving anything left only the directory: the id
             // does not exist (as `state` and `list` say); the debris goes anyway, and

@@ -235,6 +235,14 @@ fn errors_for_missing_container() {
         assert!(outs[1].errors().contains("does not exist"), "{}", outs[1]);
         outs[0].assert_error_contains("does not exist");
     }
+    // `delete --force` asks for the id to be gone: a missing one is success, silently
+    // (podman and the shims call it after a failed create).
+    for r in [&rt, &runc] {
+        let id = r.id();
+        let out = r.call(&["delete", "--force", &id]);
+        out.assert_ok();
+        assert!(out.errors().trim().is_empty(), "{out}");
+    }
 }
 
 /// Run `b` with its mount namespace joined by path: the namespace of a fresh holder process
