@@ -363,8 +363,13 @@ impl Runtime {
                 }
                 Ok(FromInit::Ready) => break,
                 Ok(FromInit::Error(msg)) => return Err(Error::Init(msg)),
-                Err(SyncError::Closed) => {
-                    return Err(init_died_during_setup(pid, spec, saved.cgroup.as_ref()))
+                Err(e) if e.peer_gone() => {
+                    return Err(init_died_during_setup(
+                        &mut guard,
+                        pid,
+                        spec,
+                        saved.cgroup.as_ref(),
+                    ))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -920,10 +925,11 @@ fn write_id_maps(pid: Pid, spec: &hull_specs::Spec) -> Result<(), Error> {
 }
 
 /// `linux.resources` asks for more than the device rules (which a rootless container does
-/// without: it cannot create devices anyway).
+/// without: it cannot create devices anyway). Zeros are not asks (runc's rule: Docker sends
+/// `cpu.shares: 0` and `blockIO.weight: 0` with every container).
 fn asks_for_limits(resources: Option<&oci_spec::runtime::LinuxResources>) -> bool {
     resources.is_some_and(|r| {
-        let mut r = r.clone();
+        let mut r = crate::cgroups::normalize_resources(r);
         r.set_devices(None);
         r != oci_spec::runtime::LinuxResources::default()
     })
@@ -966,11 +972,20 @@ impl Drop for CreateGuard {
 /// Init went away before it was ready: its exit status, or the memory limit when the
 /// cgroup's OOM killer took it (runc fails the same config when it sets the limit).
 fn init_died_during_setup(
+    guard: &mut CreateGuard,
     pid: Pid,
     spec: &hull_specs::Spec,
     cgroup: Option<&ContainerCgroup>,
 ) -> Error {
-    let status = reap_status(pid);
+    let end = reap(pid);
+    if end.is_some() {
+        // Reaped: the pid may be reused at once, so the guard must not signal it.
+        guard.pid = None;
+    }
+    let sigkilled = matches!(
+        end,
+        Some(nix::sys::wait::WaitStatus::Signaled(_, Signal::SIGKILL, _))
+    );
     let limit = spec
         .linux()
         .as_ref()
@@ -978,7 +993,7 @@ fn init_died_during_setup(
         .and_then(|r| r.memory().as_ref())
         .and_then(|m| m.limit())
         .filter(|l| *l > 0);
-    if let (Some(limit), Some(cg)) = (limit, cgroup) {
+    if let (true, Some(limit), Some(cg)) = (sigkilled, limit, cgroup) {
         match cg.stats() {
             Ok(st) if st.memory.usage.failcnt > 0 => {
                 return Error::SetupOom {
@@ -990,7 +1005,10 @@ fn init_died_during_setup(
             Err(e) => tracing::debug!("reading the memory cgroup's failure count: {e}"),
         }
     }
-    Error::Init(format!("init process {pid} exited during set-up{status}"))
+    Error::Init(format!(
+        "init process {pid} exited during set-up{}",
+        describe_end(end)
+    ))
 }
 
 /// An error message init has already sent, without waiting for one.
@@ -1004,21 +1022,25 @@ fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
     }
 }
 
-/// " (exit status N)" for a child that is gone, for error messages.
-pub(crate) fn reap_status(pid: Pid) -> String {
+/// Reap a child whose sync socket just reached EOF: it closes its descriptors a moment
+/// before it can be reaped, so wait up to a second. None if it is still there (or not ours).
+pub(crate) fn reap(pid: Pid) -> Option<nix::sys::wait::WaitStatus> {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    // The sync socket reaches EOF while the exiting child closes its descriptors, a moment
-    // before it can be reaped: wait up to a second for the status.
-    let mut status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     for _ in 0..100 {
-        if !matches!(status, Ok(WaitStatus::StillAlive)) {
-            break;
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Ok(status) => return Some(status),
+            Err(_) => return None,
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     }
-    match status {
-        Ok(WaitStatus::Exited(_, code)) => {
+    None
+}
+
+/// " (exit status N: why)" or " (killed by SIG)" for a reaped child, for error messages.
+pub(crate) fn describe_end(end: Option<nix::sys::wait::WaitStatus>) -> String {
+    use nix::sys::wait::WaitStatus;
+    match end {
+        Some(WaitStatus::Exited(_, code)) => {
             let why = match code {
                 EXIT_NO_MAPS => ": the uid/gid maps were never written",
                 EXIT_ROOT_UNMAPPED => ": uid/gid 0 is not mapped in the user namespace",
@@ -1032,7 +1054,7 @@ pub(crate) fn reap_status(pid: Pid) -> String {
             };
             format!(" (exit status {code}{why})")
         }
-        Ok(WaitStatus::Signaled(_, sig, _)) => format!(" (killed by {sig})"),
+        Some(WaitStatus::Signaled(_, sig, _)) => format!(" (killed by {sig})"),
         _ => String::new(),
     }
 }
@@ -1241,7 +1263,7 @@ pub(crate) fn mark_cloexec_from(first: RawFd) {
 }
 
 // Exit codes of the child between clone and exec (it can only _exit), explained by
-// `reap_status`.
+// `describe_end`.
 const EXIT_NO_MAPS: libc::c_int = 101;
 const EXIT_ROOT_UNMAPPED: libc::c_int = 102;
 const EXIT_STDIO: libc::c_int = 103;
@@ -1272,8 +1294,21 @@ pub(crate) fn stdio_raw(fds: &Option<[OwnedFd; 3]>) -> Option<[RawFd; 3]> {
 
 #[cfg(test)]
 mod tests {
-    use super::merge_resources;
+    use super::{asks_for_limits, merge_resources};
     use oci_spec::runtime::LinuxResources;
+
+    #[test]
+    fn docker_zeros_and_device_rules_are_no_limits_for_a_rootless_create() {
+        let docker: LinuxResources = serde_json::from_str(
+            r#"{"devices":[{"allow":false,"access":"rwm"}],"cpu":{"shares":0},"blockIO":{"weight":0},"memory":{"limit":0}}"#,
+        )
+        .unwrap();
+        assert!(!asks_for_limits(Some(&docker)));
+        assert!(!asks_for_limits(None));
+        let real: LinuxResources =
+            serde_json::from_str(r#"{"cpu":{"shares":0},"pids":{"limit":10}}"#).unwrap();
+        assert!(asks_for_limits(Some(&real)));
+    }
 
     #[test]
     fn merge_keeps_fields_an_update_leaves_at_zero() {

@@ -15,13 +15,13 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
 use crate::container::{
-    dup_above, hook_state, io, load_state, reap_status, spawn_init, status_of, stdio_above,
+    describe_end, dup_above, hook_state, io, load_state, reap, spawn_init, status_of, stdio_above,
     stdio_raw, ChildSetup, Error, InitExec, Runtime, Status,
 };
 use crate::init::{self, InitError, Never};
 use crate::namespaces::{self, ChildNamespaceGuard, NsKind};
 use crate::state::{self, ContainerDir};
-use crate::sync::{self, ExecPlan, FromInit, SyncError, ToInit};
+use crate::sync::{self, ExecPlan, FromInit, ToInit};
 use crate::{process_setup, seccomp, terminal};
 
 /// Namespaces the parent enters for the clone; user and mount are joined by init.
@@ -198,11 +198,16 @@ impl Runtime {
                     "unexpected message from exec: {other:?}"
                 )))
             }
-            Err(SyncError::Closed) => {
+            Err(e) if e.peer_gone() => {
+                let end = reap(pid);
+                if end.is_some() {
+                    // Reaped: the pid may be reused at once, so the guard must not signal it.
+                    guard.0 = None;
+                }
                 return Err(Error::Init(format!(
                     "exec process {pid} exited during set-up{}",
-                    reap_status(pid)
-                )))
+                    describe_end(end)
+                )));
             }
             Err(e) => return Err(e.into()),
         }

@@ -102,9 +102,11 @@ pub fn run() -> ! {
         exit_now(1);
     }
     // The parent reports the error; if it is gone (after create), stderr is all we have.
-    if sync::send(&mut sock, &FromInit::Error(err.to_string())).is_err()
-        && !report_on_stderr(&err.to_string())
-    {
+    // After Ready the socket is shut down: writing it would raise SIGPIPE, whose default
+    // action the failed execve has just restored.
+    let sent = !SYNC_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+        && sync::send(&mut sock, &FromInit::Error(err.to_string())).is_ok();
+    if !sent && !report_on_stderr(&err.to_string()) {
         // Nowhere to say why (a seccomp profile without write): a status that says so.
         exit_now(crate::container::EXIT_ERROR_UNREPORTED);
     }
@@ -474,8 +476,12 @@ fn mark_listed_fds_cloexec(first: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Set once the sync socket is shut down: nothing may be written to it after that.
+static SYNC_DROPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub(crate) fn drop_sync_socket(sock: &UnixStream) {
     let _ = sock.shutdown(std::net::Shutdown::Both);
+    SYNC_DROPPED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Give the container process default signal handling: the Rust runtime ignores SIGPIPE

@@ -26,6 +26,20 @@ pub enum SyncError {
     Unexpected { expected: &'static str, got: String },
 }
 
+impl SyncError {
+    /// The other end went away (closed, or died with data unread: a reset or broken pipe).
+    pub fn peer_gone(&self) -> bool {
+        match self {
+            SyncError::Closed => true,
+            SyncError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Everything the init needs, sent by the parent right after it placed init in its cgroup.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InitPlan {

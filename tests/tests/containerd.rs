@@ -496,8 +496,21 @@ fn realtime_signals(e: &Env) {
 /// the shim publishes `/tasks/oom` for it (as containerd's runc shim does).
 fn oom_event(e: &Env) {
     let events = e.cd.events();
-    // Let `ctr events` subscribe before anything happens.
-    std::thread::sleep(Duration::from_secs(1));
+    // `ctr events` has subscribed once it shows a namespace made after it started (a fixed
+    // sleep is not enough on a loaded machine).
+    let probe = unique("probe");
+    let subscribed = (0..50).any(|_| {
+        let ns = format!("{probe}-sub");
+        let _ = e.cd.ctr(&["namespaces", "create", &ns]);
+        let seen = events.wait_for(&["/namespaces/create", &ns], Duration::from_millis(200));
+        let _ = e.cd.ctr(&["namespaces", "remove", &ns]);
+        seen
+    });
+    assert!(
+        subscribed,
+        "ctr events never subscribed:\n{}",
+        events.text()
+    );
     let id = unique("oom");
     // The string doubles until the 32 MiB limit stops it (the host has no swap to use).
     let out = e.ctr(&e.run_args(

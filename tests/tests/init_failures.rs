@@ -350,6 +350,34 @@ fn exec_with_allow_list_without_close_range() {
     }
 }
 
+/// An execve that fails after the sync socket is shut down (a script whose interpreter is
+/// missing) is reported on stderr with status 1, not a silent SIGPIPE death: the profile
+/// has no `sendto`, so a report on the socket would need a plain `write`.
+#[test]
+fn failed_execve_under_an_allow_list_is_reported() {
+    let Some(rt) = setup("initf-badexec") else {
+        return;
+    };
+    hull_tests::hull_only!(&rt, "the message wording is hull's");
+    let mut b = Bundle::new();
+    b.set("/linux/seccomp", allow_list(&["sendto"]))
+        .without_namespace("pid")
+        .args(&["sleep", "30"]);
+    hull_tests::write_script(&b.rootfs().join("bad.sh"), "echo unreachable");
+    let script = std::fs::read_to_string(b.rootfs().join("bad.sh")).unwrap();
+    std::fs::write(
+        b.rootfs().join("bad.sh"),
+        script.replace("#!/bin/sh", "#!/bin/nonexistent"),
+    )
+    .unwrap();
+    let id = rt.start_running(&b);
+    let o = rt.exec(&id, &["/bad.sh"]);
+    assert_eq!(o.code(), 1, "{o}");
+    o.assert_error_contains("exec");
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 12: a failure after the filter is loaded
 
