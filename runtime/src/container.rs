@@ -1212,7 +1212,7 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
                 }
             }
         }
-        mark_cloexec_from(setup.first_unpreserved_fd);
+        let _ = crate::fds::mark_cloexec_from(setup.first_unpreserved_fd);
         for &fd in setup.keep_fds {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
@@ -1225,40 +1225,6 @@ fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
             libc::AT_EMPTY_PATH,
         );
         libc::_exit(EXIT_EXEC)
-    }
-}
-
-/// Mark every descriptor from `first` up close-on-exec: one `close_range` (Linux 5.11), or
-/// `fcntl` on each possible descriptor below the `RLIMIT_NOFILE` soft limit when that is
-/// missing or forbidden. Only async-signal-safe system calls: usable between clone and exec.
-pub(crate) fn mark_cloexec_from(first: RawFd) {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range and fcntl only change descriptor flags of this process; prlimit
-    // writes into a local struct.
-    unsafe {
-        let rc = libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        );
-        if rc == 0 {
-            return;
-        }
-        let mut rl = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        let limit = if libc::prlimit(0, libc::RLIMIT_NOFILE, std::ptr::null(), &mut rl) == 0 {
-            rl.rlim_cur.min(1 << 20) as RawFd
-        } else {
-            1 << 20
-        };
-        let mut fd = first;
-        while fd < limit {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            fd += 1;
-        }
     }
 }
 

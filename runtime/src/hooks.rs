@@ -228,7 +228,8 @@ fn command(ctx: &Ctx, hook: &Hook) -> Result<Command, HookError> {
     // SAFETY: the closure makes only async-signal-safe system calls (close_range/fcntl).
     unsafe {
         cmd.pre_exec(|| {
-            crate::container::mark_cloexec_from(3);
+            // Best effort: a hook that gets an extra descriptor still runs.
+            let _ = crate::fds::mark_cloexec_from(3);
             Ok(())
         });
     }

@@ -430,50 +430,10 @@ fn wait_for_start(fifo: &File) -> Result<(), InitError> {
     w.write_all(b"0").map_err(io("writing the exec fifo"))
 }
 
-/// Every descriptor from `first` up is closed by the coming execve: one `close_range`, or,
-/// where that is missing (before Linux 5.11) or forbidden by a seccomp profile written
-/// before it existed, `FD_CLOEXEC` on each descriptor listed in `/proc/self/fd`.
+/// Every descriptor from `first` up is closed by the coming execve (see `fds`: also where a
+/// seccomp profile written before `close_range` existed forbids it).
 pub(crate) fn close_fds_on_exec(first: i32) -> Result<(), InitError> {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes descriptor flags of this process.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let close_range_err = nix::Error::last();
-    tracing::debug!("close_range: {close_range_err}; marking /proc/self/fd one by one");
-    mark_listed_fds_cloexec(first).map_err(|e| InitError::Io {
-        what: format!(
-            "marking descriptors close-on-exec (close_range: {close_range_err}; then /proc/self/fd)"
-        ),
-        source: e,
-    })
-}
-
-fn mark_listed_fds_cloexec(first: i32) -> std::io::Result<()> {
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd >= first)
-        .collect();
-    for fd in fds {
-        // SAFETY: fcntl only changes the flags of a descriptor of this process; one that
-        // was the directory stream above is closed by now (EBADF, ignored).
-        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EBADF) {
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
+    crate::fds::mark_cloexec_from(first).map_err(io("marking descriptors close-on-exec"))
 }
 
 /// Set once the sync socket is shut down: nothing may be written to it after that.
@@ -524,38 +484,6 @@ impl ExecArgs {
         InitError::Sys {
             what: format!("exec {:?}", self.path),
             source: err,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cloexec(fd: i32) -> bool {
-        // SAFETY: F_GETFD only reads the flags of a descriptor.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        flags >= 0 && flags & libc::FD_CLOEXEC != 0
-    }
-
-    #[test]
-    fn proc_fd_walk_marks_descriptors_from_first_up() {
-        let file = tempfile::tempfile().expect("tempfile");
-        // SAFETY: dup returns new descriptors (without FD_CLOEXEC) that we close below.
-        let (low, high) = unsafe {
-            let a = libc::dup(file.as_raw_fd());
-            let b = libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, a + 1);
-            (a, b)
-        };
-        assert!(low > 2 && high > low);
-        assert!(!cloexec(low) && !cloexec(high));
-        mark_listed_fds_cloexec(high).expect("walk");
-        assert!(cloexec(high), "descriptor {high} not marked");
-        assert!(!cloexec(low), "descriptor {low} below `first` was marked");
-        // SAFETY: closing the two descriptors dup'ed above.
-        unsafe {
-            libc::close(low);
-            libc::close(high);
         }
     }
 }

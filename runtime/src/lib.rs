@@ -10,6 +10,7 @@ pub mod cli;
 pub mod container;
 pub mod events;
 pub mod exec;
+mod fds;
 pub mod hooks;
 pub mod init;
 pub mod logging;
