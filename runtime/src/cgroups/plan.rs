@@ -106,6 +106,8 @@ pub(crate) fn check(
     env: &Env,
     purpose: Purpose,
 ) -> Result<Plan, CgroupError> {
+    // The ranges any kernel has (shared with bundle validation); what this host lacks below.
+    hull_specs::validate_resources(res).map_err(|e| from_spec(path, e))?;
     let mut needed: BTreeSet<String> = BTreeSet::new();
     let mut require = |field: &str, controller: &str| -> Result<(), CgroupError> {
         if !env.has(controller) {
@@ -186,21 +188,12 @@ pub(crate) fn check(
         if any {
             require("memory", "memory")?;
         }
-        if let Some(s) = mem.swappiness() {
-            if v2 {
-                return Err(unsupported(
-                    path,
-                    "linux.resources.memory.swappiness",
-                    "cgroup v2 has no per-cgroup swappiness",
-                ));
-            }
-            if s > 100 {
-                return Err(CgroupError::InvalidValue {
-                    path: path.to_string(),
-                    field: "linux.resources.memory.swappiness".into(),
-                    reason: format!("{s} is above 100"),
-                });
-            }
+        if v2 && mem.swappiness().is_some() {
+            return Err(unsupported(
+                path,
+                "linux.resources.memory.swappiness",
+                "cgroup v2 has no per-cgroup swappiness",
+            ));
         }
         if v2 && mem.disable_oom_killer() == Some(true) {
             return Err(unsupported(
@@ -209,33 +202,11 @@ pub(crate) fn check(
                 "cgroup v2 cannot disable the OOM killer per cgroup",
             ));
         }
-        if let (Some(l), Some(sw)) = (mem.limit(), mem.swap()) {
-            if l > 0 && sw > 0 && sw < l {
-                return Err(invalid(
-                    path,
-                    "memory.swap",
-                    format!("{sw} is below memory.limit {l} (swap is the memory+swap limit)"),
-                ));
-            }
-        }
         if v2 {
             if let Err((field, reason)) =
                 super::apply::swap_v2(mem.swap().unwrap_or(0), mem.limit().unwrap_or(0))
             {
                 return Err(invalid(path, &format!("memory.{field}"), reason));
-            }
-        }
-        for (field, v) in [
-            ("limit", mem.limit()),
-            ("reservation", mem.reservation()),
-            ("swap", mem.swap()),
-        ] {
-            if let Some(v) = v.filter(|v| *v < -1) {
-                return Err(invalid(
-                    path,
-                    &format!("memory.{field}"),
-                    format!("{v} is negative (use -1 for no limit)"),
-                ));
             }
         }
     }
@@ -366,6 +337,24 @@ pub(crate) fn check(
     })
 }
 
+/// A `validate_resources` error as a cgroup error, without the `config.json:` prefix (the
+/// values may come from `update`).
+fn from_spec(path: &str, e: hull_specs::SpecError) -> CgroupError {
+    let text = e.to_string();
+    let field = e.field().unwrap_or("linux.resources").to_string();
+    let reason = text
+        .strip_prefix("config.json: ")
+        .and_then(|t| t.strip_prefix(field.as_str()))
+        .and_then(|t| t.strip_prefix(": "))
+        .unwrap_or(&text)
+        .to_string();
+    CgroupError::InvalidValue {
+        path: path.to_string(),
+        field,
+        reason,
+    }
+}
+
 fn invalid(path: &str, field: &str, reason: String) -> CgroupError {
     CgroupError::InvalidValue {
         path: path.to_string(),
@@ -388,24 +377,6 @@ fn check_cpu_values(
                 path,
                 "cpu.shares",
                 format!("{s} is outside the kernel's range 2-262144"),
-            ));
-        }
-    }
-    if let Some(p) = cpu.period() {
-        if !(1_000..=1_000_000).contains(&p) {
-            return Err(invalid(
-                path,
-                "cpu.period",
-                format!("{p} µs is outside the kernel's range 1000-1000000 (1 ms to 1 s)"),
-            ));
-        }
-    }
-    if let Some(q) = cpu.quota() {
-        if (1..1_000).contains(&q) {
-            return Err(invalid(
-                path,
-                "cpu.quota",
-                format!("{q} µs is below the kernel's minimum of 1000 (1 ms; -1 = no limit)"),
             ));
         }
     }

@@ -542,6 +542,13 @@ fn plan_checks_kernel_ranges_before_any_write() {
             "linux.resources.blockIO.weightDevice[0].weight",
         ),
         (r#"{"memory":{"limit":-2}}"#, "linux.resources.memory.limit"),
+        // The same rules as a bundle's linux.resources (hull_specs::validate_resources):
+        // update used to accept both.
+        (r#"{"cpu":{"quota":-5}}"#, "linux.resources.cpu.quota"),
+        (
+            r#"{"unified":{"../escape":"1"}}"#,
+            "linux.resources.unified[\"../escape\"]",
+        ),
     ];
     for (json, field) in cases {
         let err = plan::check("/t", &res(json), &hybrid_env(), Purpose::Update)

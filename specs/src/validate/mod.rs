@@ -20,6 +20,7 @@ use crate::{Spec, SpecError};
 
 pub use mounts::is_bind;
 pub use namespaces::{namespace_name, NamespaceEntry, NamespaceSet};
+pub use resources::validate_resources;
 pub use version::{check_oci_version, parse_semver, SemVer};
 
 /// `HOST_NAME_MAX` on Linux: `sethostname(2)` refuses longer names.

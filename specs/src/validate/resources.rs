@@ -10,10 +10,15 @@ const CFS_QUOTA_MIN: i64 = 1_000;
 
 /// Checks `linux.resources`.
 pub(super) fn check(spec: &Spec) -> Result<(), SpecError> {
-    let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
-        return Ok(());
-    };
+    match spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        Some(res) => validate_resources(res),
+        None => Ok(()),
+    }
+}
 
+/// Checks a `LinuxResources` on its own: `linux.resources` of a bundle, or what `update`
+/// is given (field names are `linux.resources.*` either way).
+pub fn validate_resources(res: &oci_spec::runtime::LinuxResources) -> Result<(), SpecError> {
     if let Some(mem) = res.memory() {
         for (name, v) in [
             ("limit", mem.limit()),
