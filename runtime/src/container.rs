@@ -582,21 +582,32 @@ impl Runtime {
                 "cannot update container \"{id}\": it has no cgroup"
             ))
         })?;
-        cg.update(resources)?;
-        let merged = merge_resources(
-            saved
-                .config
-                .linux()
-                .as_ref()
-                .and_then(|l| l.resources().clone())
-                .unwrap_or_default(),
-            resources,
-        );
-        let mut linux = saved.config.linux().clone().unwrap_or_default();
-        linux.set_resources(Some(merged));
-        saved.config.set_linux(Some(linux));
-        dir.save(&saved)?;
-        Ok(())
+        let outcome = cg.update(resources);
+        // What the cgroup now holds goes into the saved config (later updates merge onto it,
+        // restore applies it): the whole request, or the fields a partly failed one wrote.
+        let written = match &outcome {
+            Ok(()) => Some(resources.clone()),
+            Err(CgroupError::PartiallyApplied { applied, .. }) => {
+                Some(applied_part(resources, applied))
+            }
+            Err(_) => None,
+        };
+        if let Some(written) = written {
+            let merged = merge_resources(
+                saved
+                    .config
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.resources().clone())
+                    .unwrap_or_default(),
+                &written,
+            );
+            let mut linux = saved.config.linux().clone().unwrap_or_default();
+            linux.set_resources(Some(merged));
+            saved.config.set_linux(Some(linux));
+            dir.save(&saved)?;
+        }
+        Ok(outcome?)
     }
 
     /// Host pids of every process in the container.
@@ -636,6 +647,49 @@ impl Runtime {
             }
         }
         outcome
+    }
+}
+
+/// The part of `request` named by `fields` (`linux.resources.memory.limit`,
+/// `linux.resources.cpu`, as a partly failed update lists what it wrote).
+fn applied_part(
+    request: &oci_spec::runtime::LinuxResources,
+    fields: &[String],
+) -> oci_spec::runtime::LinuxResources {
+    use serde_json::Value;
+    let Ok(full) = serde_json::to_value(request) else {
+        return Default::default();
+    };
+    let mut out = Value::Object(Default::default());
+    for field in fields {
+        let Some(rest) = field.strip_prefix("linux.resources.") else {
+            continue;
+        };
+        let keys: Vec<&str> = rest.split('.').collect();
+        let Some(value) = keys.iter().try_fold(&full, |v, k| v.get(*k)) else {
+            continue;
+        };
+        put(&mut out, &keys, value.clone());
+    }
+    serde_json::from_value(out).unwrap_or_default()
+}
+
+/// `dst[keys[0]][keys[1]]... = value`, making the objects on the way.
+fn put(dst: &mut serde_json::Value, keys: &[&str], value: serde_json::Value) {
+    let serde_json::Value::Object(obj) = dst else {
+        return;
+    };
+    match keys {
+        [] => {}
+        [last] => {
+            obj.insert(last.to_string(), value);
+        }
+        [first, rest @ ..] => put(
+            obj.entry(first.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default())),
+            rest,
+            value,
+        ),
     }
 }
 
@@ -1260,8 +1314,29 @@ pub(crate) fn stdio_raw(fds: &Option<[OwnedFd; 3]>) -> Option<[RawFd; 3]> {
 
 #[cfg(test)]
 mod tests {
-    use super::{asks_for_limits, merge_resources};
+    use super::{applied_part, asks_for_limits, merge_resources};
     use oci_spec::runtime::LinuxResources;
+
+    #[test]
+    fn a_partly_failed_update_saves_only_what_it_wrote() {
+        let request: LinuxResources = serde_json::from_str(
+            r#"{"pids":{"limit":50},"memory":{"limit":1,"reservation":4096},"cpu":{"shares":512,"quota":50000}}"#,
+        )
+        .unwrap();
+        let fields = [
+            "linux.resources.cpu".to_string(),
+            "linux.resources.pids".to_string(),
+            "linux.resources.memory.reservation".to_string(),
+        ];
+        let part = applied_part(&request, &fields);
+        assert_eq!(part.pids().map(|p| p.limit()), Some(50));
+        assert_eq!(part.cpu().as_ref().and_then(|c| c.shares()), Some(512));
+        assert_eq!(part.cpu().as_ref().and_then(|c| c.quota()), Some(50000));
+        let mem = part.memory().expect("memory part");
+        assert_eq!(mem.reservation(), Some(4096));
+        assert_eq!(mem.limit(), None, "the refused limit must not be saved");
+        assert_eq!(applied_part(&request, &[]), LinuxResources::default());
+    }
 
     #[test]
     fn docker_zeros_and_device_rules_are_no_limits_for_a_rootless_create() {

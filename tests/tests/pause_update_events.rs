@@ -256,6 +256,25 @@ fn failed_update_changes_nothing() {
         .assert_error_contains("memory")
         .assert_error_contains("already applied: linux.resources.cpu");
     assert_eq!(read_cgroup("cpu", &cg, "cpu.shares"), "512");
+    // The saved config holds what the cgroup now has (the shares), not the refused limit.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(rt.root().join(&id).join("state.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let saved = state
+        .pointer("/config/linux/resources")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        saved.pointer("/cpu/shares"),
+        Some(&serde_json::json!(512)),
+        "{saved}"
+    );
+    assert_ne!(
+        saved.pointer("/memory/limit"),
+        Some(&serde_json::json!(4096)),
+        "{saved}"
+    );
     rt.call(&["delete", "--force", &id]).assert_ok();
     assert_no_leftovers(&rt, &b);
 }
