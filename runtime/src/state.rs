@@ -159,6 +159,11 @@ impl ContainerDir {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err(&path)(e)),
             }
+            // A saved container: taken, said at once (no wait behind a command holding the
+            // lock, e.g. a `start` in a slow startContainer hook). Checked again under it.
+            if path.join(STATE_FILE).exists() {
+                return Err(StateError::AlreadyExists(id.to_string()));
+            }
             // Waits for a command working on the id (a create in progress holds the lock
             // until it has saved its state or removed the directory).
             let lock = match open_lock(&path) {
@@ -425,6 +430,26 @@ mod tests {
         first.save(&sample("busy")).unwrap();
         drop(first);
         let err = second.join().unwrap();
+        assert!(matches!(err, Some(StateError::AlreadyExists(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_taken_id_is_refused_without_waiting_for_its_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ContainerDir::create(tmp.path(), "taken").unwrap();
+        dir.save(&sample("taken")).unwrap();
+        drop(dir);
+        // Another command (say a `start` in a slow hook) holds the id's lock.
+        let held = ContainerDir::open(tmp.path(), "taken").unwrap();
+        let root = tmp.path().to_path_buf();
+        let second = std::thread::spawn(move || ContainerDir::create(&root, "taken").err());
+        let quick = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            second.is_finished()
+        });
+        drop(held);
+        let err = second.join().unwrap();
+        assert!(quick, "create waited for the lock of a saved container");
         assert!(matches!(err, Some(StateError::AlreadyExists(_))), "{err:?}");
     }
 
