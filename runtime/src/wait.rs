@@ -12,14 +12,27 @@ use nix::unistd::Pid;
 use crate::container::Error;
 use crate::terminal;
 
-/// Signals hull passes on to the container instead of acting on them itself.
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
+/// Signals hull passes on to the container instead of acting on them itself: every one
+/// runc forwards, less what hull handles (SIGCHLD, SIGWINCH), faults that must stay
+/// deliverable to hull (SEGV, BUS, FPE, ILL, TRAP, SYS), SIGPIPE (hull's own writes) and
+/// terminal job control (TSTP, TTIN, TTOU), which acts on hull itself.
+const FORWARDED: [Signal; 16] = [
     Signal::SIGHUP,
+    Signal::SIGINT,
     Signal::SIGQUIT,
+    Signal::SIGABRT,
     Signal::SIGUSR1,
     Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTERM,
+    Signal::SIGSTKFLT,
+    Signal::SIGCONT,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
 ];
 
 /// `set` plus the real-time signals SIGRTMIN..=SIGRTMAX (34..=64), which nix's `Signal`

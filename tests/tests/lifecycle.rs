@@ -817,3 +817,29 @@ fn run_forwards_realtime_signals() {
     }
     assert_no_leftovers(&rt, &b);
 }
+
+/// `hull run` passes on every signal a container may care about, as runc does (not only
+/// INT/TERM/HUP/QUIT/USR1/USR2): SIGALRM, SIGPWR, SIGVTALRM, SIGXCPU.
+#[test]
+fn run_forwards_standard_signals_beyond_the_usual_ones() {
+    let Some(rt) = setup("run-forward-std") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    b.sh(
+        "trap 'exit 14' ALRM; trap 'exit 30' PWR; trap 'exit 26' VTALRM; \
+          trap 'exit 24' XCPU; while true; do sleep 0.05; done",
+    );
+    for sig in [libc::SIGALRM, libc::SIGPWR, libc::SIGVTALRM, libc::SIGXCPU] {
+        let (id, mut child) = spawn_run_with_traps(&rt, &b);
+        signal(child.id() as i32, sig);
+        let st = wait_child(&mut child, T);
+        if st.is_none() {
+            rt.kill(&id, "KILL");
+            let _ = wait_child(&mut child, T);
+        }
+        let st = st.expect("run did not exit after the forwarded signal");
+        assert_eq!(st.code(), Some(sig), "signal {sig} to run: exited {st:?}");
+    }
+    assert_no_leftovers(&rt, &b);
+}
