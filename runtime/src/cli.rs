@@ -579,7 +579,7 @@ fn exec_process(args: &ExecArgs, base: Option<Process>) -> Result<Process, Error
             what: format!("--process {path:?}"),
             source: e,
         })?;
-        return serde_json::from_slice(&data)
+        return hull_specs::parse_json_naming_field(&data)
             .map_err(|e| Error::Usage(format!("--process {path:?}: {e}")));
     }
     if args.command.is_empty() {
@@ -681,7 +681,8 @@ fn update_resources(args: &UpdateArgs) -> Result<LinuxResources, Error> {
                 what: what.clone(),
                 source: e,
             })?;
-            serde_json::from_slice(&data).map_err(|e| Error::Usage(format!("{what}: {e}")))?
+            hull_specs::parse_json_naming_field(&data)
+                .map_err(|e| Error::Usage(format!("{what}: {e}")))?
         }
     };
     if args.memory.is_some() || args.memory_reservation.is_some() || args.memory_swap.is_some() {

@@ -44,6 +44,16 @@ pub fn parse_config(bytes: &[u8], path: &Path) -> Result<Spec, SpecError> {
     })
 }
 
+/// Parses a JSON document other than `config.json` (`update`'s resources, `exec`'s
+/// process.json) so that a type error names the field: `memory.limit: invalid type: ...`.
+pub fn parse_json_naming_field<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| match json_field(e.path()) {
+        Some(field) => format!("{field}: {}", e.into_inner()),
+        None => e.into_inner().to_string(),
+    })
+}
+
 /// A serde_path_to_error path in the form error messages use (`linux.namespaces[2].type`),
 /// or None for the document itself.
 fn json_field(p: &serde_path_to_error::Path) -> Option<String> {

@@ -20,7 +20,9 @@ pub mod validate;
 pub use oci_spec::runtime::Spec;
 
 pub use annotations::Isolation;
-pub use bundle::{load_bundle, parse_config, read_config, Bundle, CONFIG_FILE};
+pub use bundle::{
+    load_bundle, parse_config, parse_json_naming_field, read_config, Bundle, CONFIG_FILE,
+};
 pub use error::SpecError;
 pub use id::{validate_container_id, MAX_ID_LEN};
 pub use validate::{resolve_rootfs, validate, validate_resources, validate_spec};

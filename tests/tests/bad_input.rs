@@ -416,3 +416,27 @@ fn unwritable_pid_file_names_the_flag() {
         .assert_error_contains("does not exist");
     assert_no_leftovers(&rt, &b);
 }
+
+/// Type errors in `update`'s resources and `exec`'s process.json name the field, as
+/// config.json's do.
+#[test]
+fn update_and_exec_json_errors_name_the_field() {
+    let Some(rt) = setup("bad-json-field") else {
+        return;
+    };
+    hull_tests::hull_only!(&rt, "runc's messages name only the Go type");
+    let mut b = Bundle::new();
+    b.args(&["sleep", "60"]);
+    let id = rt.start_running(&b);
+    let o = rt.call_stdin(
+        &["update", "--resources", "-", &id],
+        br#"{"memory":{"limit":"64m"}}"#,
+    );
+    o.assert_fail().assert_error_contains("memory.limit");
+    let process = rt.scratch().join("process.json");
+    std::fs::write(&process, br#"{"cwd":"/","args":"echo hi"}"#).unwrap();
+    let o = rt.call(&["exec", "--process", process.to_str().unwrap(), &id]);
+    o.assert_fail().assert_error_contains("args: invalid type");
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
