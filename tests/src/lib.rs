@@ -17,6 +17,7 @@ pub mod client;
 pub mod console;
 pub mod containerd;
 pub mod docker;
+pub mod nested;
 pub mod oci_image;
 pub mod runtime;
 pub mod skip;

@@ -64,6 +64,10 @@ struct Args {
     /// Stop the VM after this many milliseconds (exit status 124).
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Words added to the end of the command line (e.g. a parameter for the guest's init),
+    /// keeping the default or `--cmdline` in front of them.
+    #[arg(long)]
+    append: Option<String>,
 }
 
 fn parse_sandbox(s: &str) -> Result<FsSandbox, String> {
@@ -112,7 +116,10 @@ fn main() -> ExitCode {
             KernelFormat::Auto
         },
         initramfs: args.initramfs,
-        cmdline: args.cmdline,
+        cmdline: match &args.append {
+            Some(extra) => format!("{} {extra}", args.cmdline),
+            None => args.cmdline.clone(),
+        },
         shared_dir: args.shared_dir,
         virtiofs: VirtiofsOptions {
             binary: args.virtiofsd,

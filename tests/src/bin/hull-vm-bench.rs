@@ -1,0 +1,205 @@
+//! `hull-vm-bench`: hull-vmm's boot figures with a real guest kernel, measured inside the
+//! nested test host (or on the host when its KVM boots Linux), side by side with QEMU's
+//! `microvm` machine (KVM-accelerated, same kernel and initramfs) when QEMU can run there.
+//!
+//! Run it through `tests/bench/run-vm` (builds hull-vmm in release mode). Everything inside
+//! L1 is emulated by TCG, so absolute times there are meaningless; read the ratios.
+//!
+//! Per round, interleaved (hull, then QEMU):
+//! * `launch→exit`: wall time from starting the VMM process to its exit, the guest's /init
+//!   having rebooted at once (kernel boot + init + reset + teardown);
+//! * hull only, from hull-vmm's own report: `Vm::start`→first `KVM_RUN` (the guest's
+//!   first instruction) and `Vm::start`→/init (the boot-timer port write);
+//! * RSS beyond guest memory: `VmRSS - RssShmem` while the guest sits in /init (both VMMs
+//!   back guest RAM with a memfd, so guest pages are `RssShmem`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hull_tests::nested::{GuestKernel, Mode, Payload, Plan};
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox printf '\173' | /bin/busybox dd of=/dev/port bs=1 seek=1088 count=1 2>/dev/null
+case "$(/bin/busybox cat /proc/cmdline)" in
+  *bench=rss*) /bin/busybox mount -t devtmpfs dev /dev; echo "@@l2 in-init" > /dev/kmsg; /bin/busybox sleep 30 ;;
+esac
+/bin/busybox reboot -f
+"#;
+
+const PRELUDE: &str = r#"
+K=$NEST/nested/l2/vmlinuz; I=$NEST/nested/l2/initrd.cpio
+CMD="console=ttyS0 reboot=k panic=-1 pci=off quiet"
+now() { cut -d' ' -f1 /proc/uptime; }
+hull() { $NEST/nested/bin/hull-vmm --kernel $K --initramfs $I --mem 256 --serial-out serial-$1.log --cmdline "$CMD $2" --timeout-ms 120000; }
+QEMU_OK=0
+[ -x $NEST/nested/bin/qemu-system-x86_64 ] && QEMU_OK=1
+qemu() { $NEST/nested/bin/qemu-system-x86_64 -L $NEST/nested/qemu-data -M microvm,acpi=on,rtc=on -enable-kvm -cpu host \
+  -object memory-backend-memfd,id=mem,size=256M -m 256 -machine memory-backend=mem \
+  -nodefaults -no-user-config -display none -no-reboot -serial file:qserial-$1.log \
+  -kernel $K -initrd $I -append "$CMD $2"; }
+rss() { # PID: VmRSS - RssShmem in kB
+  awk '/^VmRSS/{r=$2} /^RssShmem/{s=$2} END{print r-s}' /proc/$1/status; }
+wait_kmsg() { i=0; while ! grep -q "$1" "$2" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && return 1; sleep 0.1; done; }
+"#;
+
+fn round_script(i: usize) -> String {
+    format!(
+        r#"{PRELUDE}
+t0=$(now); hull r{i} "" > hull-{i}.log 2>&1; rc=$?; t1=$(now)
+echo "hull launch-exit $t0 $t1 rc=$rc"
+cat hull-{i}.log
+if [ $QEMU_OK = 1 ]; then
+  t0=$(now); qemu r{i} "" > qemu-{i}.log 2>&1; rc=$?; t1=$(now)
+  echo "qemu launch-exit $t0 $t1 rc=$rc"
+  cat qemu-{i}.log
+fi
+"#
+    )
+}
+
+const RSS_SCRIPT: &str = r#"
+hull rss bench=rss > hull-rss.log 2>&1 &
+p=$!
+if wait_kmsg '@@l2 in-init' serial-rss.log; then echo "hull rss-kb $(rss $p)"; fi
+kill $p; wait $p
+if [ $QEMU_OK = 1 ]; then
+  qemu rss bench=rss > qemu-rss.log 2>&1 &
+  p=$!
+  if wait_kmsg '@@l2 in-init' qserial-rss.log; then echo "qemu rss-kb $(rss $p)"; else echo "qemu rss: guest never reached init"; cat qemu-rss.log; fi
+  kill $p; wait $p
+fi
+"#;
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+fn main() -> ExitCode {
+    let mut rounds = 3usize;
+    let mut vmm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/hull-vmm");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--rounds", Some(n)) => match n.parse() {
+                Ok(n) if n > 0 => rounds = n,
+                _ => return usage(&format!("--rounds needs a positive number, got {n:?}")),
+            },
+            ("--vmm", Some(p)) => vmm = PathBuf::from(p),
+            _ => return usage(&format!("unknown argument {a:?}")),
+        }
+    }
+    match run(rounds, &vmm) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hull-vm-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("hull-vm-bench: {msg}\nusage: hull-vm-bench [--rounds N] [--vmm PATH]");
+    ExitCode::from(2)
+}
+
+fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
+    let kernel = GuestKernel::find()?;
+    if !vmm.is_file() {
+        return Err(format!("{} missing (cargo build --release -p hull-kvm)", vmm.display()));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut l2 = Payload::new();
+    l2.file("bin/busybox", Path::new("/bin/busybox"), 0o755).dir("proc").dir("dev");
+    l2.bytes("init", INIT, 0o755);
+    let initrd = dir.path().join("bench-initrd.cpio");
+    l2.write_cpio(&initrd).map_err(|e| e.to_string())?;
+
+    let host = Path::new("/dev/kvm").exists() && !Path::new("/sys/module/kvm_pvm").exists();
+    let mut plan = Plan::new();
+    plan.payload.binary("nested/bin/hull-vmm", vmm).map_err(|e| e.to_string())?;
+    plan.payload
+        .file("nested/l2/vmlinuz", &kernel.vmlinuz, 0o644)
+        .file("nested/l2/initrd.cpio", &initrd, 0o644);
+    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
+    let bios = Path::new("/usr/share/qemu/bios-microvm.bin");
+    let qemu_note = if qemu.is_file() && bios.is_file() {
+        plan.payload.binary("nested/bin/qemu-system-x86_64", qemu).map_err(|e| e.to_string())?;
+        plan.payload.file("nested/qemu-data/bios-microvm.bin", bios, 0o644);
+        None
+    } else {
+        Some("QEMU or its bios-microvm.bin is missing: hull only")
+    };
+    for i in 0..rounds {
+        plan.step(&format!("round{i}"), Duration::from_secs(300), &round_script(i));
+    }
+    plan.step("rss", Duration::from_secs(200), &format!("{PRELUDE}{RSS_SCRIPT}"));
+    let report = plan.run(host).map_err(|s| format!("cannot run: {}", s.0))?;
+
+    let mut launch: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut setup = Vec::new();
+    let mut to_init = Vec::new();
+    for i in 0..rounds {
+        let s = report.step(&format!("round{i}"));
+        for line in s.output.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            match w.as_slice() {
+                [who, "launch-exit", t0, t1, rc] => {
+                    let idx = usize::from(*who == "qemu");
+                    if *rc != "rc=0" {
+                        eprintln!("hull-vm-bench: round {i}: {who} ended with {rc}:\n{}", s.output);
+                        continue;
+                    }
+                    if let (Ok(a), Ok(b)) = (t0.parse::<f64>(), t1.parse::<f64>()) {
+                        launch[idx].push((b - a) * 1000.0);
+                    }
+                }
+                ["hull-vmm:", "VM", "set-up", "took", us, "us"] => {
+                    if let Ok(us) = us.parse::<f64>() {
+                        setup.push(us / 1000.0);
+                    }
+                }
+                _ => {
+                    if let Some(ms) = line.strip_prefix("hull-vmm: guest reached the boot timer after ").and_then(|r| r.strip_suffix(" ms")) {
+                        if let Ok(ms) = ms.trim().parse::<f64>() {
+                            to_init.push(ms);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let rss = |who: &str| {
+        report.step("rss").output.lines().find_map(|l| l.strip_prefix(&format!("{who} rss-kb ")).and_then(|v| v.trim().parse::<f64>().ok()))
+    };
+    let fmt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.0} {unit}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    };
+    let (hl, ql) = (median(launch[0].clone()), median(launch[1].clone()));
+    let (hr, qr) = (rss("hull"), rss("qemu"));
+    let place = match report.mode {
+        Mode::Nested => "inside the nested test host (L1 under QEMU TCG: only ratios mean anything)",
+        Mode::Host => "on this host's KVM",
+    };
+    println!("hull-vm-bench: {rounds} rounds, medians, {place}");
+    if let Some(n) = qemu_note {
+        println!("note: {n}");
+    }
+    println!();
+    println!("| figure | hull-vmm | QEMU microvm | hull/QEMU |");
+    println!("|---|---|---|---|");
+    println!("| launch → guest /init → reset → exit | {} | {} | {} |", fmt(hl, "ms"), fmt(ql, "ms"), ratio(hl, ql));
+    println!("| Vm::start → first KVM_RUN (set-up) | {} | – | – |", fmt(median(setup), "ms"));
+    println!("| Vm::start → guest /init (boot timer) | {} | – | – |", fmt(median(to_init), "ms"));
+    println!("| RSS beyond guest memory, guest in /init | {} | {} | {} |", fmt(hr, "KiB"), fmt(qr, "KiB"), ratio(hr, qr));
+    println!();
+    println!("wall time of the whole run: {:?}", report.wall);
+    Ok(())
+}
