@@ -171,6 +171,7 @@ impl Vm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        crate::cpuid::hide_pmu(&vm);
 
         tracing::debug!(
             us = t0.elapsed().as_micros() as u64,
