@@ -2,12 +2,26 @@
 //! IOAPIC and the virtio-mmio devices, written into the BIOS area where the
 //! guest kernel looks for them.
 //!
-//! The platform is hardware-reduced ACPI (no PM blocks, no SCI), like
-//! Firecracker's and QEMU's microvm. virtio-mmio devices are `LNRO0005`
-//! devices with their register window and interrupt in `_CRS`: the only way
-//! a kernel without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` finds them.
+//! The platform is hardware-reduced ACPI (no PM blocks, no SCI, no legacy
+//! PIC for the guest), like Firecracker's and QEMU's microvm. Every device
+//! the guest must find is therefore in the DSDT with its resources:
+//!
+//! * COM1, a `PNP0501` with its ports and an edge-triggered, active-high
+//!   GSI 4: without it Linux never maps ISA IRQ 4 (no legacy PIC on a
+//!   hardware-reduced platform), `request_irq` fails and user space cannot
+//!   open `/dev/ttyS0` or `/dev/console`; with it `8250_pnp` takes the port
+//!   over with a mapped interrupt.
+//! * the pvpanic device, `QEMU0001` with its I/O port (Linux's
+//!   `pvpanic-mmio` takes a port or an MMIO resource);
+//! * virtio-mmio devices, `LNRO0005` with their register window and
+//!   interrupt: the only way a kernel without
+//!   `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` finds them;
+//! * `\_S5_` (sleep type [`S5_SLEEP_TYPE`]), which together with the FADT's
+//!   sleep control/status registers lets the guest power off.
 
-use acpi_tables::aml::{self, Interrupt, Memory32Fixed, Name, Path, ResourceTemplate};
+use acpi_tables::aml::{
+    self, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, IO,
+};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
@@ -20,6 +34,8 @@ use acpi_tables::Aml;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::devices::acpi_sleep::S5_SLEEP_TYPE;
+use crate::devices::pvpanic::PVPANIC_HID;
 use crate::layout::{ports, ACPI_START, BIOS_END};
 use crate::memory::GuestMemoryMmap;
 use crate::vm::MmioDeviceInfo;
@@ -32,6 +48,8 @@ pub const LAPIC_ADDR: u32 = 0xfee0_0000;
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// `_HID` of a virtio-mmio device.
 pub const VIRTIO_MMIO_HID: &str = "LNRO0005";
+/// EISA id of a 16550-compatible UART.
+pub const SERIAL_HID: &str = "PNP0501";
 
 // IA-PC boot architecture flags (FADT).
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
@@ -71,9 +89,38 @@ fn bytes(t: &dyn Aml) -> Vec<u8> {
     v
 }
 
-/// The DSDT: one `LNRO0005` device per virtio-mmio window.
+/// COM1: `PNP0501`, 8 ports at 0x3f8, edge-triggered active-high GSI 4.
+fn com1() -> Vec<u8> {
+    let base = ports::SERIAL_COM1;
+    let io = IO::new(base, base, 1, 8);
+    // Edge-triggered, active high, exclusive: the UART's irqfd sends pulses.
+    let irq = Interrupt::new(true, true, false, false, ports::SERIAL_COM1_IRQ);
+    let crs = ResourceTemplate::new(vec![&io, &irq]);
+    let hid = Name::new(Path::new("_HID"), &EISAName::new(SERIAL_HID));
+    let uid = Name::new(Path::new("_UID"), &aml::ZERO);
+    let ddn = Name::new(Path::new("_DDN"), &"COM1");
+    let crs = Name::new(Path::new("_CRS"), &crs);
+    bytes(&aml::Device::new(
+        Path::new("COM1"),
+        vec![&hid, &uid, &ddn, &crs],
+    ))
+}
+
+/// The pvpanic device: `QEMU0001` with its one I/O port.
+fn pvpanic() -> Vec<u8> {
+    let port = ports::PVPANIC;
+    let io = IO::new(port, port, 1, 1);
+    let crs = ResourceTemplate::new(vec![&io]);
+    let hid = Name::new(Path::new("_HID"), &PVPANIC_HID);
+    let uid = Name::new(Path::new("_UID"), &aml::ZERO);
+    let crs = Name::new(Path::new("_CRS"), &crs);
+    bytes(&aml::Device::new(Path::new("PEVT"), vec![&hid, &uid, &crs]))
+}
+
+/// The DSDT: `\_S5_`, COM1, pvpanic and one `LNRO0005` device per
+/// virtio-mmio window.
 pub fn dsdt(devices: &[MmioDeviceInfo]) -> Vec<u8> {
-    let mut devs = Vec::new();
+    let mut devs = vec![RawAml(com1()), RawAml(pvpanic())];
     for (i, d) in devices.iter().enumerate() {
         let mem = Memory32Fixed::new(true, d.base.0 as u32, d.size as u32);
         // Edge-triggered, active high: irqfd delivers a pulse.
@@ -88,13 +135,20 @@ pub fn dsdt(devices: &[MmioDeviceInfo]) -> Vec<u8> {
         devs.push(RawAml(bytes(&dev)));
     }
     let children: Vec<&dyn Aml> = devs.iter().map(|d| d as &dyn Aml).collect();
-    let body = bytes(&aml::Scope::new(Path::new("\\_SB_"), children));
+    // S5 (soft off): SLP_TYP for the sleep control register. One integer
+    // is enough on a hardware-reduced platform (no PM1b block).
+    let mut body = bytes(&Name::new(
+        Path::new("\\_S5_"),
+        &Package::new(vec![&S5_SLEEP_TYPE]),
+    ));
+    body.extend(bytes(&aml::Scope::new(Path::new("\\_SB_"), children)));
     let mut sdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, *b"HULLDSDT", OEM_REVISION);
     sdt.append_slice(&body);
     sdt.as_slice().to_vec()
 }
 
-/// The FADT: hardware-reduced, DSDT pointer, reset through the i8042.
+/// The FADT: hardware-reduced, DSDT pointer, reset through the i8042,
+/// sleep control and status registers (for S5, power off) on their ports.
 pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
     let mut f = FADTBuilder::new(OEM_ID, *b"HULLFACP", OEM_REVISION)
         .flag(Flags::HwReducedAcpi)
@@ -110,6 +164,17 @@ pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
         u64::from(ports::I8042_COMMAND),
     );
     f.reset_value = I8042_RESET_CMD;
+    let byte_port = |port: u16| {
+        GAS::new(
+            AddressSpace::SystemIo,
+            8,
+            0,
+            AccessSize::ByteAccess,
+            u64::from(port),
+        )
+    };
+    f.sleep_control_reg = byte_port(ports::ACPI_SLEEP_CONTROL);
+    f.sleep_status_reg = byte_port(ports::ACPI_SLEEP_STATUS);
     f.iapc_boot_arch =
         (IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | IAPC_CMOS_RTC_NOT_PRESENT).into();
     bytes(&f.finalize())
@@ -206,9 +271,53 @@ mod tests {
         assert_eq!(le32(&f, 4) as usize, f.len());
         assert!(checksum_ok(&f));
         assert_ne!(le32(&f, 112) & (1 << 20), 0, "hardware-reduced");
+        // SLEEP_CONTROL_REG (offset 244) and SLEEP_STATUS_REG (256): byte
+        // registers in system I/O space.
+        for (off, port) in [
+            (244, ports::ACPI_SLEEP_CONTROL),
+            (256, ports::ACPI_SLEEP_STATUS),
+        ] {
+            assert_eq!(f[off], 1, "system I/O");
+            assert_eq!(f[off + 1], 8, "8 bits");
+            assert_eq!(f[off + 3], 1, "byte access");
+            assert_eq!(
+                u64::from_le_bytes(f[off + 4..off + 12].try_into().unwrap()),
+                u64::from(port)
+            );
+        }
         let m = madt(3);
         assert!(checksum_ok(&m));
         assert_eq!(m.len(), 44 + 3 * 8 + 12);
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[test]
+    fn dsdt_describes_com1_pvpanic_and_s5() {
+        let d = dsdt(&[]);
+        assert!(checksum_ok(&d));
+        // COM1: EISAID("PNP0501") = 0x0105d041, IO(Decode16, 0x3f8, 0x3f8,
+        // 1, 8) and an extended interrupt descriptor: consumer,
+        // edge-triggered, active high, exclusive, one GSI: 4.
+        let com1 = find(&d, b"COM1").expect("COM1 device");
+        let pnp0501 = [0x0c, 0x41, 0xd0, 0x05, 0x01];
+        assert!(find(&d[com1..], &pnp0501).is_some(), "EISAID(PNP0501)");
+        let io = [0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08];
+        assert!(find(&d[com1..], &io).is_some(), "IO 0x3f8 len 8");
+        let irq = [0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0x00, 0x00, 0x00];
+        assert!(
+            find(&d[com1..], &irq).is_some(),
+            "Interrupt(edge, high) {{4}}"
+        );
+        // pvpanic: _HID "QEMU0001" and IO(Decode16, 0x505, 0x505, 1, 1).
+        let pv = find(&d, b"QEMU0001\0").expect("pvpanic _HID");
+        let io = [0x47, 0x01, 0x05, 0x05, 0x05, 0x05, 0x01, 0x01];
+        assert!(find(&d[pv..], &io).is_some(), "IO 0x505 len 1");
+        // Name(\_S5_, Package(1) {5}).
+        let s5 = [b'\\', b'_', b'S', b'5', b'_', 0x12, 0x04, 0x01, 0x0a, 0x05];
+        assert!(find(&d, &s5).is_some(), "\\_S5_ package");
     }
 
     #[test]

@@ -200,6 +200,15 @@ pub struct VmConfig {
     pub mmio_cmdline_devices: bool,
 }
 
+/// The kernel command line for hull's machine, used unless the caller
+/// gives one: the console on COM1; `reboot=k` resets through the i8042 (the
+/// FADT's reset register too); `panic=-1` reboots at once on a panic (the
+/// pvpanic device reports the panic first, so the VM ends with
+/// [`crate::ExitReason::Panic`]); `pci=off`: the machine has no PCI (no
+/// config space ports, no host bridge), so the kernel must not probe for it.
+/// A given command line is used unchanged; this one is the recommended base.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off";
+
 impl VmConfig {
     /// A configuration with one vCPU, 128 MiB and a serial console on stdout.
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
@@ -209,7 +218,7 @@ impl VmConfig {
             kernel: kernel.into(),
             kernel_format: KernelFormat::Auto,
             initramfs: None,
-            cmdline: String::from("console=ttyS0 reboot=k panic=-1"),
+            cmdline: String::from(DEFAULT_CMDLINE),
             shared_dir: None,
             virtiofs: VirtiofsOptions::default(),
             vsock: None,

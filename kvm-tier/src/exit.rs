@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 pub enum ExitReason {
     /// The guest reset the machine through the i8042 (`reboot=k`).
     Reset,
+    /// The guest powered off through the ACPI sleep control register
+    /// (S5, e.g. `poweroff`).
+    PowerOff,
+    /// The guest kernel panicked and reported it on the pvpanic device.
+    Panic,
     /// The guest wrote `code` to the debug-exit port.
     DebugExit(u8),
     /// A vCPU halted with no in-kernel irqchip to wake it (not expected).

@@ -68,6 +68,13 @@ pub mod ports {
     /// The debug-exit port: a write ends the VM with the value as exit code
     /// (as QEMU's isa-debug-exit). For tests and tiny guests.
     pub const DEBUG_EXIT: u16 = 0xf4;
+    /// The pvpanic device (`QEMU0001`, one byte, at QEMU's port).
+    pub const PVPANIC: u16 = 0x505;
+    /// The hardware-reduced ACPI sleep control register (FADT
+    /// `SLEEP_CONTROL_REG`); the sleep status register follows it.
+    pub const ACPI_SLEEP_CONTROL: u16 = 0x600;
+    /// The ACPI sleep status register (FADT `SLEEP_STATUS_REG`).
+    pub const ACPI_SLEEP_STATUS: u16 = 0x601;
 }
 
 /// PVH `hvm_start_info`.

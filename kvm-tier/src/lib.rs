@@ -24,7 +24,7 @@ pub mod vm;
 
 pub use config::{
     ConfigError, FsSandbox, KernelFormat, KernelKind, SerialInput, SerialOutput, VirtiofsOptions,
-    VmConfig, VsockConfig,
+    VmConfig, VsockConfig, DEFAULT_CMDLINE,
 };
 pub use exit::ExitReason;
 pub use seccomp::{SeccompLevel, ThreadKind};

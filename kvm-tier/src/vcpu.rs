@@ -4,7 +4,7 @@ use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kvm_bindings::{kvm_lapic_state, kvm_msr_entry, CpuId, Msrs};
+use kvm_bindings::{kvm_lapic_state, kvm_msr_entry, kvm_xcrs, CpuId, Msrs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use seccompiler::BpfProgram;
 use thiserror::Error;
@@ -164,6 +164,7 @@ impl Vcpu {
         let mut cpuid = supported.clone();
         cpuid::filter(&mut cpuid, self.index, count);
         self.kvm("KVM_SET_CPUID2", self.fd.set_cpuid2(&cpuid))?;
+        self.set_xcr0(cpuid::xcr0(&cpuid));
 
         let entries = boot_msr_entries();
         let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::Fam {
@@ -191,6 +192,30 @@ impl Vcpu {
             self.kvm("KVM_SET_REGS", self.fd.set_regs(&boot_regs(entry)))?;
         }
         Ok(())
+    }
+
+    /// Enables the XSAVE components the CPUID offers in XCR0 from the start
+    /// (KVM's reset value is x87 only), before the guest's own `XSETBV`.
+    ///
+    /// KVM derives CPUID 0xD.0 EBX (the XSAVE area size for the enabled
+    /// components) and the XCR0 it loads on every VM entry from what it
+    /// knows of the guest's XCR0. Where the guest's `XSETBV` does not exit
+    /// to KVM (under QEMU TCG's SVM emulation, which lacks the XSETBV
+    /// intercept: nested hosts), KVM would keep x87 only: Linux then sees
+    /// EBX 576 for XCR0 0x207 and warns "XSAVE consistency problem", and
+    /// AVX state would be disabled again on each VM entry. Linux enables
+    /// exactly the offered components, so presetting them changes nothing
+    /// where the exit works. A refusal (an older or unusual KVM) is logged.
+    fn set_xcr0(&self, value: u64) {
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = value;
+        if let Err(e) = self.fd.set_xcrs(&xcrs) {
+            tracing::warn!(vcpu = self.index, xcr0 = format_args!("{value:#x}"), error = %e, "KVM_SET_XCRS refused");
+        }
     }
 
     /// Starts the vCPU's thread.

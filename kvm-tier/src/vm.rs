@@ -12,9 +12,11 @@ use vm_memory::GuestAddress;
 use crate::acpi::{self, AcpiError};
 use crate::boot::{self, BootError};
 use crate::config::{ConfigError, SerialInput, VmConfig};
+use crate::devices::acpi_sleep::AcpiSleep;
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::I8042;
+use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{open_output, SerialDevice};
 use crate::devices::serial_input::SerialInputPump;
 use crate::devices::virtio::fs::{FsDevice, FsError, FsFrontend, Virtiofsd};
@@ -169,6 +171,7 @@ impl Vm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        crate::cpuid::hide_pmu(&vm);
 
         tracing::debug!(
             us = t0.elapsed().as_micros() as u64,
@@ -202,7 +205,7 @@ impl Vm {
         })?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
         let serial_input = start_serial_input(cfg, &serial, filters.device.clone())?;
-        let legacy: [(&'static str, SharedDevice, u16, u64); 4] = [
+        let legacy: [(&'static str, SharedDevice, u16, u64); 6] = [
             ("serial", serial, ports::SERIAL_COM1, 8),
             (
                 "i8042",
@@ -221,6 +224,18 @@ impl Vm {
                 Arc::new(Mutex::new(DebugExit::new(exit.clone()))),
                 ports::DEBUG_EXIT,
                 1,
+            ),
+            (
+                "pvpanic",
+                Arc::new(Mutex::new(PvPanic::new(exit.clone()))),
+                ports::PVPANIC,
+                1,
+            ),
+            (
+                "acpi-sleep",
+                Arc::new(Mutex::new(AcpiSleep::new(exit.clone()))),
+                ports::ACPI_SLEEP_CONTROL,
+                2,
             ),
         ];
         for (what, dev, port, len) in legacy {

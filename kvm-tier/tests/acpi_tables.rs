@@ -66,6 +66,18 @@ fn iasl_accepts_the_tables() {
         "{dsdt}"
     );
     assert!(dsdt.contains("Device (V001)"), "{dsdt}");
+    // COM1 with a mapped GSI, pvpanic, S5.
+    assert!(dsdt.contains("EisaId (\"PNP0501\")"), "{dsdt}");
+    assert!(
+        dsdt.contains("IO (Decode16,\n                    0x03F8,"),
+        "{dsdt}"
+    );
+    assert!(dsdt.contains("\"QEMU0001\""), "{dsdt}");
+    assert!(
+        dsdt.contains("IO (Decode16,\n                    0x0505,"),
+        "{dsdt}"
+    );
+    assert!(dsdt.contains("Name (\\_S5, Package (0x01)"), "{dsdt}");
 
     let fadt = disassemble(dir.path(), "facp", &acpi::fadt(0xe0040));
     assert!(fadt.contains("Hardware Reduced (V5) : 1"), "{fadt}");

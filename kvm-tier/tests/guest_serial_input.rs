@@ -1,6 +1,7 @@
 //! Console input reaches the guest's UART: a small guest polls the line
 //! status register and reads 200 bytes, more than the 64-byte FIFO holds,
-//! so the input thread must hold back while the FIFO is full.
+//! so the input thread must hold back while the FIFO is full; and none
+//! arrives before the guest raises RTS.
 
 mod common;
 
@@ -11,6 +12,19 @@ use hull_kvm::{ExitReason, SerialInput, Vm};
 const GUEST: &str = r#"
     xor %ebx, %ebx
     xor %esi, %esi
+    /* the input is held back until RTS: nothing may be there yet */
+    mov $0x3fd, %dx
+    mov $2000, %ecx
+0:  in %dx, %al
+    test $1, %al
+    jz 4f
+    exit_with 3
+4:  dec %ecx
+    jnz 0b
+    /* DTR | RTS */
+    mov $0x3fc, %dx
+    mov $0x03, %al
+    out %al, %dx
 1:  mov $0x3fd, %dx
 2:  in %dx, %al
     test $1, %al

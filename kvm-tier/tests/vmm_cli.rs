@@ -101,6 +101,10 @@ fn hull_vmm_with_every_device_under_seccomp() {
     let shared = tempfile::tempdir().unwrap();
     let body = r#"
         outb BOOT_TIMER, 123
+        /* DTR | RTS: ready to receive (input waits for RTS) */
+        mov $0x3fc, %dx
+        mov $0x03, %al
+        out %al, %dx
     1:  mov $0x3fd, %dx
     2:  in %dx, %al
         test $1, %al

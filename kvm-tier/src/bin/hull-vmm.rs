@@ -9,9 +9,21 @@ use hull_kvm::{
     VirtiofsOptions, Vm, VmConfig, VsockConfig,
 };
 
+const EXIT_STATUSES: &str = "\
+Exit status:
+  0    the guest reset the machine (reboot; also a panic without the pvpanic driver)
+  3    the guest powered off (ACPI S5, e.g. poweroff)
+  4    the guest kernel panicked (reported by its pvpanic driver)
+  N    the guest wrote N to the debug-exit port 0xf4
+  1    the VM failed: triple fault, KVM error, a vCPU that halted for good
+  2    the configuration was refused or the VM could not be set up
+  124  --timeout-ms passed
+
+The --cmdline default is the recommended command line for this machine.";
+
 /// Run one hull micro-VM.
 #[derive(Debug, Parser)]
-#[command(name = "hull-vmm", version)]
+#[command(name = "hull-vmm", version, after_help = EXIT_STATUSES)]
 struct Args {
     /// Kernel image: a bzImage or an ELF vmlinux.
     #[arg(long)]
@@ -22,8 +34,8 @@ struct Args {
     /// Initramfs (cpio archive).
     #[arg(long)]
     initramfs: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
+    /// Kernel command line, used as given (the default is the recommended one).
+    #[arg(long, default_value = hull_kvm::DEFAULT_CMDLINE)]
     cmdline: String,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 128)]
@@ -174,6 +186,8 @@ fn main() -> ExitCode {
     eprintln!("hull-vmm: VM exited: {reason:?}");
     match reason {
         ExitReason::Reset | ExitReason::Stopped => ExitCode::SUCCESS,
+        ExitReason::PowerOff => ExitCode::from(3),
+        ExitReason::Panic => ExitCode::from(4),
         ExitReason::DebugExit(code) => ExitCode::from(code),
         _ => ExitCode::from(1),
     }

@@ -1,9 +1,11 @@
 //! Devices and the buses vCPU exits are dispatched on.
 
+pub mod acpi_sleep;
 pub mod boot_timer;
 pub mod bus;
 pub mod debug_exit;
 pub mod i8042;
+pub mod pvpanic;
 pub mod serial;
 pub mod serial_input;
 pub mod virtio;

@@ -1,6 +1,7 @@
 //! Console input: a thread copying bytes from a host file descriptor
 //! (stdin, a pipe, a pty, a file) into the UART's receive FIFO, holding
-//! back while the FIFO is full.
+//! back while the FIFO is full or the guest holds RTS down (its driver has
+//! not opened the port: see [`super::serial::SerialDevice`]).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -15,7 +16,7 @@ use super::serial::SerialDevice;
 use crate::seccomp::{self, ThreadKind};
 
 /// How long to wait before retrying when the guest has not drained the
-/// FIFO.
+/// FIFO or not raised RTS yet.
 const FULL_FIFO_RETRY_MS: i32 = 10;
 
 /// The input thread; dropping it stops and joins the thread.

@@ -69,6 +69,27 @@ fn keep_across_exec(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes the kernel SIGKILL the forked child when its parent dies, so a
+/// VMM killed with SIGKILL leaves no virtiofsd behind (runs in the forked
+/// child before exec; `parent` is the VMM's pid, taken before the fork).
+///
+/// The signal follows the *thread* that forked: `Vm::start` must run on a
+/// thread that outlives the VM (hull-vmm's main thread does).
+fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid have no memory effects
+    // and are async-signal-safe, as required between fork and exec.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The parent may have died before the prctl: then no signal comes.
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
 fn send_signal(pid: u32, sig: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
@@ -113,10 +134,17 @@ impl Virtiofsd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: the closure only calls fcntl, which is async-signal-safe,
-        // and touches no memory shared with the parent.
+        // SAFETY: getpid has no memory effects.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure only calls fcntl, prctl and getppid, which are
+        // async-signal-safe, and touches no memory shared with the parent
+        // (it allocates nothing: the error paths build io::Errors from
+        // errno values, which do not allocate).
         unsafe {
-            cmd.pre_exec(move || keep_across_exec(fd));
+            cmd.pre_exec(move || {
+                keep_across_exec(fd)?;
+                die_with_parent(parent)
+            });
         }
         let mut child = cmd
             .spawn()
@@ -244,5 +272,35 @@ fn forward_log(stderr: impl std::io::Read) {
         } else {
             tracing::info!(target: "virtiofsd", "{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    #[test]
+    fn child_dies_with_the_thread_that_started_it() {
+        // The parent-death signal follows the forking thread: start a
+        // child from a thread that then ends; the kernel must kill it.
+        let child = std::thread::spawn(|| {
+            // SAFETY: getpid has no memory effects.
+            let parent = unsafe { libc::getpid() };
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30");
+            // SAFETY: die_with_parent is async-signal-safe (see there).
+            unsafe {
+                cmd.pre_exec(move || die_with_parent(parent));
+            }
+            cmd.spawn().expect("sleep starts")
+        })
+        .join()
+        .unwrap();
+        let mut child = child;
+        let t0 = std::time::Instant::now();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
     }
 }
