@@ -204,10 +204,13 @@ pub struct VmConfig {
 /// gives one: the console on COM1; `reboot=k` resets through the i8042 (the
 /// FADT's reset register too); `panic=-1` reboots at once on a panic (the
 /// pvpanic device reports the panic first, so the VM ends with
-/// [`crate::ExitReason::Panic`]); `pci=off`: the machine has no PCI (no
-/// config space ports, no host bridge), so the kernel must not probe for it.
+/// [`crate::ExitReason::Panic`]); `pci=conf1`: the only PCI is a host bridge
+/// behind configuration mechanism #1 (no devices, no root bridge in ACPI, so
+/// nothing is enumerated), and the kernel need not look for PCI BIOS, type 2
+/// or MMCONFIG access. (`pci=off` would leave the kernel printing `PCI:
+/// Fatal: No config space access function found`.)
 /// A given command line is used unchanged; this one is the recommended base.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off";
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=conf1";
 
 impl VmConfig {
     /// A configuration with one vCPU, 128 MiB and a serial console on stdout.

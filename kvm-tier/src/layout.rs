@@ -70,6 +70,8 @@ pub mod ports {
     pub const DEBUG_EXIT: u16 = 0xf4;
     /// The pvpanic device (`QEMU0001`, one byte, at QEMU's port).
     pub const PVPANIC: u16 = 0x505;
+    /// PCI configuration mechanism #1 (address 0xcf8, data 0xcfc).
+    pub const PCI_CONFIG: u16 = 0xcf8;
     /// The hardware-reduced ACPI sleep control register (FADT
     /// `SLEEP_CONTROL_REG`); the sleep status register follows it.
     pub const ACPI_SLEEP_CONTROL: u16 = 0x600;

@@ -16,6 +16,7 @@ use crate::devices::acpi_sleep::AcpiSleep;
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::i8042::I8042;
+use crate::devices::pci_host::PciHostBridge;
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{open_output, SerialDevice};
 use crate::devices::serial_input::SerialInputPump;
@@ -205,7 +206,7 @@ impl Vm {
         })?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
         let serial_input = start_serial_input(cfg, &serial, filters.device.clone())?;
-        let legacy: [(&'static str, SharedDevice, u16, u64); 6] = [
+        let legacy: [(&'static str, SharedDevice, u16, u64); 7] = [
             ("serial", serial, ports::SERIAL_COM1, 8),
             (
                 "i8042",
@@ -230,6 +231,12 @@ impl Vm {
                 Arc::new(Mutex::new(PvPanic::new(exit.clone()))),
                 ports::PVPANIC,
                 1,
+            ),
+            (
+                "pci-config",
+                Arc::new(Mutex::new(PciHostBridge::new())),
+                ports::PCI_CONFIG,
+                8,
             ),
             (
                 "acpi-sleep",

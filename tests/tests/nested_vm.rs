@@ -16,8 +16,8 @@ use hull_tests::skip::skipped;
 
 /// Modules L2 loads, in dependency order (from the kernel's modules.dep).
 const L2_MODULES: &[&str] = &[
-    "virtio",
     "virtio_ring",
+    "virtio",
     "virtio_mmio",
     "fuse",
     "virtiofs",
@@ -151,14 +151,18 @@ fn workspace_bin(name: &str, env: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/debug")
+        .join(name)
 }
 
 /// L2's initramfs.
 fn l2_initramfs(kernel: &GuestKernel, dir: &Path) -> Result<PathBuf, String> {
     let mut p = Payload::new();
     p.file("bin/busybox", Path::new("/bin/busybox"), 0o755);
-    for d in ["dev", "proc", "sys", "tmp", "mnt", "sbin", "usr/bin", "usr/sbin"] {
+    for d in [
+        "dev", "proc", "sys", "tmp", "mnt", "sbin", "usr/bin", "usr/sbin",
+    ] {
         p.dir(d);
     }
     let mut order = String::new();
@@ -194,7 +198,9 @@ fn build_plan() -> Result<Plan, Skip> {
     let virtiofsd = hull_kvm_virtiofsd().map_err(Skip)?;
     // Kept for the life of the process: the payload refers to files in it.
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path();
+    let dir = DIR
+        .get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path();
     let l2 = l2_initramfs(&kernel, dir).map_err(Skip)?;
     let mut plan = Plan::new();
     plan.payload
@@ -206,14 +212,20 @@ fn build_plan() -> Result<Plan, Skip> {
         .file("nested/l2/initrd.cpio", &l2, 0o644);
     // HULL_NESTED_STEPS=a,b runs only those steps (while working on one scenario).
     let only = std::env::var("HULL_NESTED_STEPS").unwrap_or_default();
-    for (name, secs, body) in [
-        ("main", 170, STEP_MAIN),
-        ("poweroff", 70, STEP_POWEROFF),
-        ("panic", 70, STEP_PANIC),
-        ("hang", 70, STEP_HANG),
+    // Two lanes on L1's two vCPUs: the long main boot beside the short ones.
+    for (lane, name, secs, body) in [
+        (0, "main", 170, STEP_MAIN),
+        (0, "poweroff", 70, STEP_POWEROFF),
+        (1, "panic", 70, STEP_PANIC),
+        (1, "hang", 70, STEP_HANG),
     ] {
         if only.is_empty() || only.split(',').any(|o| o == name) {
-            plan.step(name, Duration::from_secs(secs), &format!("{PRELUDE}{body}"));
+            plan.step_in_lane(
+                lane,
+                name,
+                Duration::from_secs(secs),
+                &format!("{PRELUDE}{body}"),
+            );
         }
     }
     Ok(plan)
@@ -248,7 +260,11 @@ fn report() -> Option<&'static Report> {
             report
                 .steps
                 .iter()
-                .map(|(n, s)| format!("{n} {:?} status {:?}", s.elapsed.unwrap_or_default(), s.status))
+                .map(|(n, s)| format!(
+                    "{n} {:?} status {:?}",
+                    s.elapsed.unwrap_or_default(),
+                    s.status
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -273,28 +289,49 @@ fn l2_lines<'a>(out: &'a str, key: &str) -> Vec<&'a str> {
 }
 
 fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key).map(str::trim))
+    out.lines().find_map(|l| l.strip_prefix(key).map(str::trim))
 }
 
 #[test]
 fn serial_console_works_both_ways_for_userspace() {
     let Some(r) = report() else { return };
     let out = &r.step("main").output;
-    assert!(!l2_lines(out, "userspace-echo").is_empty(), "userspace output reaches the console:\n{out}");
-    assert_eq!(l2_lines(out, "got-input"), vec!["hello-from-host"], "the guest reads hull-vmm's serial input:\n{out}");
+    assert!(
+        !l2_lines(out, "userspace-echo").is_empty(),
+        "userspace output reaches the console:\n{out}"
+    );
+    assert_eq!(
+        l2_lines(out, "got-input"),
+        vec!["hello-from-host"],
+        "the guest reads hull-vmm's serial input:\n{out}"
+    );
 }
 
 #[test]
 fn boot_log_is_clean() {
     let Some(r) = report() else { return };
     let out = &r.step("main").output;
-    assert!(!l2_lines(out, "scenario main").is_empty(), "L2 ran its init:\n{out}");
+    assert!(
+        !l2_lines(out, "scenario main").is_empty(),
+        "L2 ran its init:\n{out}"
+    );
     let bad = l2_lines(out, "bad-log");
-    assert!(bad.is_empty(), "the guest's boot log has warnings caused by the VMM:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "the guest's boot log has warnings caused by the VMM:\n{}",
+        bad.join("\n")
+    );
     if r.mode == Mode::Nested {
-        let noise: Vec<&str> = r.dmesg.lines().filter(|l| l.contains("Unhandled") || l.contains("unhandled")).collect();
-        assert!(noise.is_empty(), "L1's KVM logged MSR noise from the guests:\n{}", noise.join("\n"));
+        let noise: Vec<&str> = r
+            .dmesg
+            .lines()
+            .filter(|l| l.contains("Unhandled") || l.contains("unhandled"))
+            .collect();
+        assert!(
+            noise.is_empty(),
+            "L1's KVM logged MSR noise from the guests:\n{}",
+            noise.join("\n")
+        );
     }
 }
 
@@ -304,9 +341,14 @@ fn virtio_mmio_devices_are_found_through_acpi_and_bound() {
     let out = &r.step("main").output;
     let devs = l2_lines(out, "virtio ");
     // virtio ids: 26 = fs, 19 = vsock.
-    for (id, driver) in [("0x001a", "virtio_fs"), ("0x0013", "vmw_vsock_virtio_transport")] {
+    for (id, driver) in [
+        ("0x001a", "virtio_fs"),
+        ("0x0013", "vmw_vsock_virtio_transport"),
+    ] {
         assert!(
-            devs.iter().any(|d| d.contains(&format!("device={id}")) && d.contains(&format!("driver={driver}"))),
+            devs.iter()
+                .any(|d| d.contains(&format!("device={id}"))
+                    && d.contains(&format!("driver={driver}"))),
             "device {id} bound to {driver}:\n{out}"
         );
     }
@@ -316,36 +358,80 @@ fn virtio_mmio_devices_are_found_through_acpi_and_bound() {
 fn virtio_fs_with_the_real_guest_driver() {
     let Some(r) = report() else { return };
     let out = &r.step("main").output;
-    assert!(!l2_lines(out, "fs-mounted").is_empty(), "mount -t virtiofs:\n{out}");
+    assert!(
+        !l2_lines(out, "fs-mounted").is_empty(),
+        "mount -t virtiofs:\n{out}"
+    );
     assert_eq!(l2_lines(out, "fs-read"), vec!["hello-from-l1"], "{out}");
     assert_eq!(l2_lines(out, "fs-exec"), vec!["ran-from-share"], "{out}");
     let host_md5 = value(out, "host-big-md5").expect("host md5");
-    assert_eq!(l2_lines(out, "fs-big-md5"), vec![host_md5], "a 32 MiB file reads back intact:\n{out}");
-    assert_eq!(value(out, "host-copy-md5"), Some(host_md5), "a 32 MiB file written by the guest is intact");
+    assert_eq!(
+        l2_lines(out, "fs-big-md5"),
+        vec![host_md5],
+        "a 32 MiB file reads back intact:\n{out}"
+    );
+    assert_eq!(
+        value(out, "host-copy-md5"),
+        Some(host_md5),
+        "a 32 MiB file written by the guest is intact"
+    );
     assert_eq!(l2_lines(out, "fs-small"), vec!["1000"], "{out}");
     assert_eq!(value(out, "host-small"), Some("1000"));
     assert_eq!(value(out, "host-written"), Some("from-l2"));
-    assert!(!l2_lines(out, "fs-umounted").is_empty(), "clean unmount:\n{out}");
-    assert_eq!(value(out, "vmm-exit"), Some("0"), "reboot after the share was used:\n{out}");
-    assert!(r.step("main").leftovers.is_empty(), "left running: {:?}", r.step("main").leftovers);
+    assert!(
+        !l2_lines(out, "fs-umounted").is_empty(),
+        "clean unmount:\n{out}"
+    );
+    assert_eq!(
+        value(out, "vmm-exit"),
+        Some("0"),
+        "reboot after the share was used:\n{out}"
+    );
+    assert!(
+        r.step("main").leftovers.is_empty(),
+        "left running: {:?}",
+        r.step("main").leftovers
+    );
 }
 
 #[test]
 fn power_off_panic_and_kill_end_the_vmm_distinguishably() {
     let Some(r) = report() else { return };
     let main = &r.step("main").output;
-    assert_eq!(value(main, "vmm-exit"), Some("0"), "reboot -f: exit 0\n{main}");
+    assert_eq!(
+        value(main, "vmm-exit"),
+        Some("0"),
+        "reboot -f: exit 0\n{main}"
+    );
     let off = &r.step("poweroff").output;
-    assert_eq!(value(off, "vmm-exit"), Some("3"), "poweroff -f: exit 3\n{off}");
+    assert_eq!(
+        value(off, "vmm-exit"),
+        Some("3"),
+        "poweroff -f: exit 3\n{off}"
+    );
     let panic = &r.step("panic").output;
-    assert_eq!(value(panic, "vmm-exit"), Some("4"), "kernel panic: exit 4\n{panic}");
+    assert_eq!(
+        value(panic, "vmm-exit"),
+        Some("4"),
+        "kernel panic: exit 4\n{panic}"
+    );
     let hang = &r.step("hang").output;
     assert!(!hang.contains("never-hung"), "{hang}");
-    assert!(hang.contains("virtiofsd-before"), "the hung guest had a virtiofsd:\n{hang}");
+    assert!(
+        hang.contains("virtiofsd-before"),
+        "the hung guest had a virtiofsd:\n{hang}"
+    );
     assert_eq!(value(hang, "vmm-exit"), Some("137"), "{hang}");
-    assert!(!hang.contains("virtiofsd-after"), "virtiofsd outlived the killed VMM:\n{hang}");
+    assert!(
+        !hang.contains("virtiofsd-after"),
+        "virtiofsd outlived the killed VMM:\n{hang}"
+    );
     for s in ["main", "poweroff", "panic", "hang"] {
-        assert!(r.step(s).leftovers.is_empty(), "{s} left running: {:?}", r.step(s).leftovers);
+        assert!(
+            r.step(s).leftovers.is_empty(),
+            "{s} left running: {:?}",
+            r.step(s).leftovers
+        );
     }
 }
 
@@ -354,11 +440,28 @@ fn vcpus_and_memory_sizes() {
     let Some(r) = report() else { return };
     let panic = &r.step("panic").output;
     let line = l2_lines(panic, "cpus");
-    assert!(line.first().is_some_and(|l| l.starts_with("2 online 0-1 mem ")), "--vcpus 2 --mem 1024:\n{panic}");
-    let kb: u64 = line[0].rsplit("mem ").next().and_then(|m| m.split_whitespace().next()).and_then(|m| m.parse().ok()).unwrap_or(0);
+    assert!(
+        line.first()
+            .is_some_and(|l| l.starts_with("2 online 0-1 mem ")),
+        "--vcpus 2 --mem 1024:\n{panic}"
+    );
+    let kb: u64 = line[0]
+        .rsplit("mem ")
+        .next()
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
     assert!(kb > 900 * 1024, "a 1 GiB guest sees about 1 GiB: {kb} kB");
     let off = &r.step("poweroff").output;
     let line = l2_lines(off, "cpus");
-    let kb: u64 = line.first().and_then(|l| l.rsplit("mem ").next()).and_then(|m| m.split_whitespace().next()).and_then(|m| m.parse().ok()).unwrap_or(0);
-    assert!(kb > 80 * 1024 && kb <= 128 * 1024, "a 128 MiB guest boots and sees it: {kb} kB\n{off}");
+    let kb: u64 = line
+        .first()
+        .and_then(|l| l.rsplit("mem ").next())
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        kb > 80 * 1024 && kb <= 128 * 1024,
+        "a 128 MiB guest boots and sees it: {kb} kB\n{off}"
+    );
 }

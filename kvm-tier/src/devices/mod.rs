@@ -5,6 +5,7 @@ pub mod boot_timer;
 pub mod bus;
 pub mod debug_exit;
 pub mod i8042;
+pub mod pci_host;
 pub mod pvpanic;
 pub mod serial;
 pub mod serial_input;

@@ -30,7 +30,7 @@ esac
 
 const PRELUDE: &str = r#"
 K=$NEST/nested/l2/vmlinuz; I=$NEST/nested/l2/initrd.cpio
-CMD="console=ttyS0 reboot=k panic=-1 pci=off quiet"
+CMD="console=ttyS0 reboot=k panic=-1 pci=conf1 quiet"
 now() { cut -d' ' -f1 /proc/uptime; }
 hull() { $NEST/nested/bin/hull-vmm --kernel $K --initramfs $I --mem 256 --serial-out serial-$1.log --cmdline "$CMD $2" --timeout-ms 120000; }
 QEMU_OK=0
@@ -111,34 +111,52 @@ fn usage(msg: &str) -> ExitCode {
 fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
     let kernel = GuestKernel::find()?;
     if !vmm.is_file() {
-        return Err(format!("{} missing (cargo build --release -p hull-kvm)", vmm.display()));
+        return Err(format!(
+            "{} missing (cargo build --release -p hull-kvm)",
+            vmm.display()
+        ));
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut l2 = Payload::new();
-    l2.file("bin/busybox", Path::new("/bin/busybox"), 0o755).dir("proc").dir("dev");
+    l2.file("bin/busybox", Path::new("/bin/busybox"), 0o755)
+        .dir("proc")
+        .dir("dev");
     l2.bytes("init", INIT, 0o755);
     let initrd = dir.path().join("bench-initrd.cpio");
     l2.write_cpio(&initrd).map_err(|e| e.to_string())?;
 
     let host = Path::new("/dev/kvm").exists() && !Path::new("/sys/module/kvm_pvm").exists();
     let mut plan = Plan::new();
-    plan.payload.binary("nested/bin/hull-vmm", vmm).map_err(|e| e.to_string())?;
+    plan.payload
+        .binary("nested/bin/hull-vmm", vmm)
+        .map_err(|e| e.to_string())?;
     plan.payload
         .file("nested/l2/vmlinuz", &kernel.vmlinuz, 0o644)
         .file("nested/l2/initrd.cpio", &initrd, 0o644);
     let qemu = Path::new("/usr/bin/qemu-system-x86_64");
     let bios = Path::new("/usr/share/qemu/bios-microvm.bin");
     let qemu_note = if qemu.is_file() && bios.is_file() {
-        plan.payload.binary("nested/bin/qemu-system-x86_64", qemu).map_err(|e| e.to_string())?;
-        plan.payload.file("nested/qemu-data/bios-microvm.bin", bios, 0o644);
+        plan.payload
+            .binary("nested/bin/qemu-system-x86_64", qemu)
+            .map_err(|e| e.to_string())?;
+        plan.payload
+            .file("nested/qemu-data/bios-microvm.bin", bios, 0o644);
         None
     } else {
         Some("QEMU or its bios-microvm.bin is missing: hull only")
     };
     for i in 0..rounds {
-        plan.step(&format!("round{i}"), Duration::from_secs(300), &round_script(i));
+        plan.step(
+            &format!("round{i}"),
+            Duration::from_secs(300),
+            &round_script(i),
+        );
     }
-    plan.step("rss", Duration::from_secs(200), &format!("{PRELUDE}{RSS_SCRIPT}"));
+    plan.step(
+        "rss",
+        Duration::from_secs(200),
+        &format!("{PRELUDE}{RSS_SCRIPT}"),
+    );
     let report = plan.run(host).map_err(|s| format!("cannot run: {}", s.0))?;
 
     let mut launch: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -152,7 +170,10 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
                 [who, "launch-exit", t0, t1, rc] => {
                     let idx = usize::from(*who == "qemu");
                     if *rc != "rc=0" {
-                        eprintln!("hull-vm-bench: round {i}: {who} ended with {rc}:\n{}", s.output);
+                        eprintln!(
+                            "hull-vm-bench: round {i}: {who} ended with {rc}:\n{}",
+                            s.output
+                        );
                         continue;
                     }
                     if let (Ok(a), Ok(b)) = (t0.parse::<f64>(), t1.parse::<f64>()) {
@@ -165,9 +186,12 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
                     }
                 }
                 _ => {
-                    if let Some(ms) = line.strip_prefix("hull-vmm: guest reached the boot timer after ").and_then(|r| r.strip_suffix(" ms")) {
-                        if let Ok(ms) = ms.trim().parse::<f64>() {
-                            to_init.push(ms);
+                    if let Some(us) = line
+                        .strip_prefix("hull-vmm: guest boot time ")
+                        .and_then(|r| r.strip_suffix(" us (boot-timer port)"))
+                    {
+                        if let Ok(us) = us.trim().parse::<f64>() {
+                            to_init.push(us / 1000.0);
                         }
                     }
                 }
@@ -175,9 +199,13 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
         }
     }
     let rss = |who: &str| {
-        report.step("rss").output.lines().find_map(|l| l.strip_prefix(&format!("{who} rss-kb ")).and_then(|v| v.trim().parse::<f64>().ok()))
+        report.step("rss").output.lines().find_map(|l| {
+            l.strip_prefix(&format!("{who} rss-kb "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
     };
-    let fmt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.0} {unit}"));
+    let fmt =
+        |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.0} {unit}"));
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "n/a".into(),
@@ -185,7 +213,9 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
     let (hl, ql) = (median(launch[0].clone()), median(launch[1].clone()));
     let (hr, qr) = (rss("hull"), rss("qemu"));
     let place = match report.mode {
-        Mode::Nested => "inside the nested test host (L1 under QEMU TCG: only ratios mean anything)",
+        Mode::Nested => {
+            "inside the nested test host (L1 under QEMU TCG: only ratios mean anything)"
+        }
         Mode::Host => "on this host's KVM",
     };
     println!("hull-vm-bench: {rounds} rounds, medians, {place}");
@@ -195,10 +225,26 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
     println!();
     println!("| figure | hull-vmm | QEMU microvm | hull/QEMU |");
     println!("|---|---|---|---|");
-    println!("| launch → guest /init → reset → exit | {} | {} | {} |", fmt(hl, "ms"), fmt(ql, "ms"), ratio(hl, ql));
-    println!("| Vm::start → first KVM_RUN (set-up) | {} | – | – |", fmt(median(setup), "ms"));
-    println!("| Vm::start → guest /init (boot timer) | {} | – | – |", fmt(median(to_init), "ms"));
-    println!("| RSS beyond guest memory, guest in /init | {} | {} | {} |", fmt(hr, "KiB"), fmt(qr, "KiB"), ratio(hr, qr));
+    println!(
+        "| launch → guest /init → reset → exit | {} | {} | {} |",
+        fmt(hl, "ms"),
+        fmt(ql, "ms"),
+        ratio(hl, ql)
+    );
+    println!(
+        "| Vm::start → first KVM_RUN (set-up) | {} | – | – |",
+        fmt(median(setup), "ms")
+    );
+    println!(
+        "| Vm::start → guest /init (boot timer) | {} | – | – |",
+        fmt(median(to_init), "ms")
+    );
+    println!(
+        "| RSS beyond guest memory, guest in /init | {} | {} | {} |",
+        fmt(hr, "KiB"),
+        fmt(qr, "KiB"),
+        ratio(hr, qr)
+    );
     println!();
     println!("wall time of the whole run: {:?}", report.wall);
     Ok(())

@@ -50,30 +50,54 @@ impl GuestKernel {
             None => {
                 let boot = Path::new("/var/cache/hull/guest-kernel/boot");
                 let mut found: Vec<PathBuf> = fs::read_dir(boot)
-                    .map_err(|e| format!("no guest kernel ({}: {e}); run dev/guest-kernel", boot.display()))?
+                    .map_err(|e| {
+                        format!(
+                            "no guest kernel ({}: {e}); run dev/guest-kernel",
+                            boot.display()
+                        )
+                    })?
                     .flatten()
                     .map(|e| e.path())
-                    .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-")))
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("vmlinuz-"))
+                    })
                     .collect();
                 found.sort();
                 found.pop().ok_or("no guest kernel: run dev/guest-kernel")?
             }
         };
-        let name = vmlinuz.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let version = name.strip_prefix("vmlinuz-").ok_or_else(|| format!("{} is not named vmlinuz-<version>", vmlinuz.display()))?;
-        let root = vmlinuz.parent().and_then(Path::parent).ok_or("kernel path has no package root")?;
-        let modules = [root.join("lib/modules").join(version), root.join("usr/lib/modules").join(version)]
-            .into_iter()
-            .find(|p| p.is_dir())
-            .ok_or_else(|| format!("no modules for {version} next to {}", vmlinuz.display()))?;
+        let name = vmlinuz
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let version = name
+            .strip_prefix("vmlinuz-")
+            .ok_or_else(|| format!("{} is not named vmlinuz-<version>", vmlinuz.display()))?;
+        let root = vmlinuz
+            .parent()
+            .and_then(Path::parent)
+            .ok_or("kernel path has no package root")?;
+        let modules = [
+            root.join("lib/modules").join(version),
+            root.join("usr/lib/modules").join(version),
+        ]
+        .into_iter()
+        .find(|p| p.is_dir())
+        .ok_or_else(|| format!("no modules for {version} next to {}", vmlinuz.display()))?;
         Ok(Self { vmlinuz, modules })
     }
 
     /// The path of module `name` (e.g. `kvm-amd`), uncompressed.
     pub fn module(&self, name: &str) -> Result<PathBuf, String> {
         let file = format!("{name}.ko");
-        find_file(&self.modules.join("kernel"), &file)
-            .ok_or_else(|| format!("module {file} not found under {} (compressed modules are not supported)", self.modules.display()))
+        find_file(&self.modules.join("kernel"), &file).ok_or_else(|| {
+            format!(
+                "module {file} not found under {} (compressed modules are not supported)",
+                self.modules.display()
+            )
+        })
     }
 }
 
@@ -109,6 +133,8 @@ pub struct Step {
     pub script: String,
     /// Killed (SIGKILL) after this long.
     pub timeout: Duration,
+    /// Steps in different lanes run at the same time in L1 (one after the other on a host).
+    pub lane: u32,
 }
 
 /// What one step did.
@@ -150,7 +176,16 @@ impl Report {
     /// The result of `name`; panics naming the step and the console tail if it is missing.
     pub fn step(&self, name: &str) -> &StepResult {
         self.steps.get(name).unwrap_or_else(|| {
-            let tail: String = self.console.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = self
+                .console
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             panic!("step {name} did not run; L1 console tail:\n{tail}")
         })
     }
@@ -178,16 +213,44 @@ const QEMU: &str = "qemu-system-x86_64";
 impl Plan {
     /// An empty plan: 2 L1 vCPUs, 3 GiB.
     pub fn new() -> Self {
-        Self { payload: Payload::new(), steps: Vec::new(), l1_cpus: 2, l1_mem_mib: 3072 }
+        Self {
+            payload: Payload::new(),
+            steps: Vec::new(),
+            l1_cpus: 2,
+            l1_mem_mib: 3072,
+        }
     }
 
-    /// Adds a step; they run in the order added.
+    /// Adds a step in lane 0; a lane's steps run in the order added.
     pub fn step(&mut self, name: &str, timeout: Duration, script: &str) -> &mut Self {
+        self.step_in_lane(0, name, timeout, script)
+    }
+
+    /// Adds a step to `lane`: lanes run concurrently in L1 (give L1 as many vCPUs).
+    pub fn step_in_lane(
+        &mut self,
+        lane: u32,
+        name: &str,
+        timeout: Duration,
+        script: &str,
+    ) -> &mut Self {
         assert!(
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "bad step name {name:?}"
         );
-        self.steps.push(Step { name: name.into(), script: script.into(), timeout });
+        assert!(
+            !self.steps.iter().any(|s| s.name == name),
+            "step {name} added twice"
+        );
+        self.steps.push(Step {
+            name: name.into(),
+            script: script.into(),
+            timeout,
+            lane,
+        });
         self
     }
 
@@ -203,19 +266,31 @@ impl Plan {
     fn run_on_host(&self) -> Report {
         let start = Instant::now();
         let tree = tempfile::tempdir().expect("temp dir for the payload");
-        self.payload.write_tree(tree.path()).unwrap_or_else(|e| panic!("laying out the payload: {e}"));
+        self.payload
+            .write_tree(tree.path())
+            .unwrap_or_else(|e| panic!("laying out the payload: {e}"));
         let mut steps = BTreeMap::new();
         for s in &self.steps {
             let work = tempfile::tempdir().expect("step scratch dir");
             let script = work.path().join(".step.sh");
             fs::write(&script, &s.script).expect("write step script");
-            let path = format!("{}/nested/bin:{}", tree.path().display(), std::env::var("PATH").unwrap_or_default());
+            let path = format!(
+                "{}/nested/bin:{}",
+                tree.path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
             let t0 = Instant::now();
             let out_file = work.path().join(".out");
             let out = fs::File::create(&out_file).expect("step output file");
             let mut cmd = Command::new("/bin/busybox");
-            cmd.arg("sh").arg(&script).current_dir(work.path()).env("NEST", tree.path()).env("PATH", path)
-                .stdin(Stdio::null()).stdout(out.try_clone().expect("dup")).stderr(out);
+            cmd.arg("sh")
+                .arg(&script)
+                .current_dir(work.path())
+                .env("NEST", tree.path())
+                .env("PATH", path)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("dup"))
+                .stderr(out);
             // SAFETY: setsid is async-signal-safe; the step and all it starts share a session
             // we can find and kill afterwards.
             unsafe {
@@ -257,18 +332,33 @@ impl Plan {
                 },
             );
         }
-        Report { mode: Mode::Host, steps, console: String::new(), dmesg: String::new(), wall: start.elapsed() }
+        Report {
+            mode: Mode::Host,
+            steps,
+            console: String::new(),
+            dmesg: String::new(),
+            wall: start.elapsed(),
+        }
     }
 
     /// Checks that QEMU can give an L1 with SVM, without booting it.
     pub fn nested_skip_reason() -> Option<String> {
         let out = match Command::new(QEMU).args(["-cpu", "help"]).output() {
             Ok(o) => o,
-            Err(e) => return Some(format!("{QEMU} not runnable ({e}); install Debian's qemu-system-x86")),
+            Err(e) => {
+                return Some(format!(
+                    "{QEMU} not runnable ({e}); install Debian's qemu-system-x86"
+                ))
+            }
         };
         let cpus = String::from_utf8_lossy(&out.stdout);
-        if !cpus.lines().any(|l| l.split_whitespace().nth(1) == Some("max")) {
-            return Some(format!("{QEMU} has no -cpu max (needed for an emulated AMD-V)"));
+        if !cpus
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("max"))
+        {
+            return Some(format!(
+                "{QEMU} has no -cpu max (needed for an emulated AMD-V)"
+            ));
         }
         if !cpus.contains("svm") {
             return Some(format!("{QEMU} does not list the svm CPU flag"));
@@ -279,7 +369,9 @@ impl Plan {
     fn l1_payload(&self, kernel: &GuestKernel, nonce: &str) -> Result<Payload, Skip> {
         let mut p = self.payload.clone();
         p.file("bin/busybox", Path::new(crate::skip::BUSYBOX), 0o755);
-        for d in ["dev", "proc", "sys", "tmp", "run", "sbin", "usr/bin", "usr/sbin"] {
+        for d in [
+            "dev", "proc", "sys", "tmp", "run", "sbin", "usr/bin", "usr/sbin",
+        ] {
             p.dir(d);
         }
         for m in ["irqbypass", "kvm", "kvm-amd"] {
@@ -288,8 +380,17 @@ impl Plan {
         }
         let mut order = String::new();
         for s in &self.steps {
-            p.bytes(&format!("nested/steps/{}.sh", s.name), s.script.clone(), 0o755);
-            order.push_str(&format!("{} {}\n", s.name, s.timeout.as_secs().max(1)));
+            p.bytes(
+                &format!("nested/steps/{}.sh", s.name),
+                s.script.clone(),
+                0o755,
+            );
+            order.push_str(&format!(
+                "{} {} {}\n",
+                s.name,
+                s.timeout.as_secs().max(1),
+                s.lane
+            ));
         }
         p.bytes("nested/steps/order", order, 0o644);
         p.bytes("init", l1_init(nonce), 0o755);
@@ -306,20 +407,50 @@ impl Plan {
         // step output, not secret.
         let nonce = "hull-nested-7f3a9c";
         let payload = self.l1_payload(&kernel, nonce)?;
-        let initrd = cached_cpio(&payload).unwrap_or_else(|e| panic!("building L1's initramfs: {e}"));
+        let initrd =
+            cached_cpio(&payload).unwrap_or_else(|e| panic!("building L1's initramfs: {e}"));
         let dir = tempfile::tempdir().expect("temp dir for L1's serial files");
         let console = dir.path().join("console.log");
         let results = dir.path().join("results.log");
-        let deadline = self.steps.iter().map(|s| s.timeout).sum::<Duration>() + Duration::from_secs(90);
+        let mut per_lane: BTreeMap<u32, Duration> = BTreeMap::new();
+        for s in &self.steps {
+            *per_lane.entry(s.lane).or_default() += s.timeout;
+        }
+        let deadline =
+            per_lane.values().max().copied().unwrap_or_default() + Duration::from_secs(90);
         let mut child = Command::new(QEMU)
-            .args(["-M", "q35,accel=tcg", "-cpu", "max", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
-            .args(["-smp", &self.l1_cpus.max(1).to_string(), "-m", &self.l1_mem_mib.to_string()])
-            .arg("-kernel").arg(&kernel.vmlinuz)
-            .arg("-initrd").arg(&initrd)
-            .args(["-append", "console=ttyS0 panic=-1 loglevel=4 8250.nr_uarts=2"])
-            .arg("-serial").arg(format!("file:{}", console.display()))
-            .arg("-serial").arg(format!("file:{}", results.display()))
-            .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped())
+            .args([
+                "-M",
+                "q35,accel=tcg",
+                "-cpu",
+                "max",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .args([
+                "-smp",
+                &self.l1_cpus.max(1).to_string(),
+                "-m",
+                &self.l1_mem_mib.to_string(),
+            ])
+            .arg("-kernel")
+            .arg(&kernel.vmlinuz)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 loglevel=4 8250.nr_uarts=2",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", results.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Skip(format!("{QEMU} failed to start: {e}")))?;
         let exited = wait_deadline(&mut child, deadline);
@@ -332,11 +463,15 @@ impl Plan {
             use std::io::Read;
             let _ = e.read_to_string(&mut qemu_err);
         }
-        let console = String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).replace('\r', "");
-        let results = String::from_utf8_lossy(&fs::read(&results).unwrap_or_default()).replace('\r', "");
+        let console =
+            String::from_utf8_lossy(&fs::read(&console).unwrap_or_default()).replace('\r', "");
+        let results =
+            String::from_utf8_lossy(&fs::read(&results).unwrap_or_default()).replace('\r', "");
         let mut report = parse_results(&results, nonce, console)?;
         if !qemu_err.trim().is_empty() {
-            report.console.push_str(&format!("\n[host] {}\n", qemu_err.trim()));
+            report
+                .console
+                .push_str(&format!("\n[host] {}\n", qemu_err.trim()));
         }
         report.wall = start.elapsed();
         Ok(report)
@@ -372,25 +507,37 @@ if [ ! -c /dev/kvm ]; then
 fi
 say ready $(nproc) cpus
 export NEST= PATH=/nested/bin:/bin:/sbin:/usr/bin:/usr/sbin
-while read name secs; do
-  mkdir -p /tmp/step-$name; cd /tmp/step-$name
-  say begin $name
-  t0=$(cut -d' ' -f1 /proc/uptime)
-  timeout -s KILL $secs sh /nested/steps/$name.sh > /tmp/out-$name 2>&1 < /dev/null
-  rc=$?
-  t1=$(cut -d' ' -f1 /proc/uptime)
-  cat /tmp/out-$name > $R
+now() {{ cut -d' ' -f1 /proc/uptime; }}
+# run_step NAME SECS: in its own session (so what it leaves behind can be found), killed
+# after SECS; results in /tmp/{{out,rc,time,left}}-NAME.
+run_step() {{
+  mkdir -p /tmp/step-$1; cd /tmp/step-$1
+  t0=$(now)
+  setsid sh -c 'echo $$ > /tmp/sid-'$1'; exec timeout -s KILL '$2' sh /nested/steps/'$1'.sh' > /tmp/out-$1 2>&1 < /dev/null
+  echo $? > /tmp/rc-$1
+  echo $t0 $(now) > /tmp/time-$1
+  sid=$(cat /tmp/sid-$1)
   left=
   for p in /proc/[0-9]*; do
     pid=${{p#/proc/}}
-    [ "$pid" = 1 ] && continue
-    exe=$(readlink $p/exe 2>/dev/null) || continue
-    [ -n "$exe" ] || continue
-    left="$left $pid:$exe"
+    [ "$(cut -d' ' -f6 $p/stat 2>/dev/null)" = "$sid" ] || continue
+    # busybox timeout's watcher lingers up to a second after the step: not the step's.
+    [ "$(cat $p/comm 2>/dev/null)" = timeout ] && {{ kill -9 $pid 2>/dev/null; continue; }}
+    left="$left $pid:$(readlink $p/exe 2>/dev/null)"
     kill -9 $pid 2>/dev/null
   done
-  say end $name $rc $t0 $t1 $left
+  echo "$left" > /tmp/left-$1
   cd /
+}}
+lanes=$(cut -d' ' -f3 /nested/steps/order | sort -u)
+for lane in $lanes; do
+  ( while read name secs l; do [ "$l" = "$lane" ] && run_step $name $secs; done < /nested/steps/order ) &
+done
+wait
+while read name secs lane; do
+  say begin $name
+  cat /tmp/out-$name > $R
+  say end $name $(cat /tmp/rc-$name) $(cat /tmp/time-$name) $(cat /tmp/left-$name)
 done < /nested/steps/order
 say dmesg
 dmesg > $R
@@ -420,12 +567,10 @@ fn parse_results(text: &str, nonce: &str, console: String) -> Result<Report, Ski
         };
         let mut words = rest.split_whitespace();
         match words.next() {
-            Some("nokvm") => {
-                return Err(Skip(format!(
-                    "the nested host (QEMU TCG, -cpu max) gave no /dev/kvm after loading kvm-amd: {}",
-                    words.collect::<Vec<_>>().join(" ")
-                )))
-            }
+            Some("nokvm") => return Err(Skip(format!(
+                "the nested host (QEMU TCG, -cpu max) gave no /dev/kvm after loading kvm-amd: {}",
+                words.collect::<Vec<_>>().join(" ")
+            ))),
             Some("ready") => ready = true,
             Some("begin") => {
                 let name = words.next().unwrap_or_default().to_string();
@@ -440,8 +585,18 @@ fn parse_results(text: &str, nonce: &str, console: String) -> Result<Report, Ski
                 let t1: Option<f64> = words.next().and_then(|s| s.parse().ok());
                 let leftovers = words.map(String::from).collect();
                 let output = current.take().map(|(_, o)| o).unwrap_or_default();
-                let elapsed = t0.zip(t1).map(|(a, b)| Duration::from_secs_f64((b - a).max(0.0)));
-                steps.insert(name, StepResult { status, output, leftovers, elapsed });
+                let elapsed = t0
+                    .zip(t1)
+                    .map(|(a, b)| Duration::from_secs_f64((b - a).max(0.0)));
+                steps.insert(
+                    name,
+                    StepResult {
+                        status,
+                        output,
+                        leftovers,
+                        elapsed,
+                    },
+                );
             }
             Some("dmesg") => {
                 current = None;
@@ -453,7 +608,10 @@ fn parse_results(text: &str, nonce: &str, console: String) -> Result<Report, Ski
     if !ready && steps.is_empty() {
         let tail: Vec<&str> = console.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        panic!("L1 never reported ready; its console ends with:\n{}", tail.join("\n"));
+        panic!(
+            "L1 never reported ready; its console ends with:\n{}",
+            tail.join("\n")
+        );
     }
     // A step that began but never ended keeps status None and whatever output arrived.
     if let Some((name, out)) = current {
@@ -461,7 +619,13 @@ fn parse_results(text: &str, nonce: &str, console: String) -> Result<Report, Ski
             s.output = out;
         }
     }
-    Ok(Report { mode: Mode::Nested, steps, console, dmesg: dmesg.unwrap_or_default(), wall: Duration::ZERO })
+    Ok(Report {
+        mode: Mode::Nested,
+        steps,
+        console,
+        dmesg: dmesg.unwrap_or_default(),
+        wall: Duration::ZERO,
+    })
 }
 
 /// Packs `payload` into the cache (once per content) and returns the archive's path.
@@ -514,12 +678,18 @@ fn wait_deadline(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 /// Processes in session `sid` (`pid:exe`).
 fn session_members(sid: i32) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else { return out };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         // SAFETY: getsid has no memory-safety preconditions.
         if unsafe { libc::getsid(pid) } == sid {
-            let exe = fs::read_link(e.path().join("exe")).map(|p| p.display().to_string()).unwrap_or_default();
+            let exe = fs::read_link(e.path().join("exe"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             out.push(format!("{pid}:{exe}"));
         }
     }
@@ -541,9 +711,13 @@ mod tests {
         assert_eq!(a.leftovers, vec!["77:/bin/x".to_string()]);
         assert_eq!(a.elapsed, Some(Duration::from_millis(500)));
         let b = &r.steps["b"];
-        assert_eq!(b.status, None, "a step without an end marker did not finish");
+        assert_eq!(
+            b.status, None,
+            "a step without an end marker did not finish"
+        );
         assert_eq!(b.output, "partial\n");
-        let skip = parse_results("@@nonce1 nokvm svm: not supported\n", n, String::new()).unwrap_err();
+        let skip =
+            parse_results("@@nonce1 nokvm svm: not supported\n", n, String::new()).unwrap_err();
         assert!(skip.0.contains("svm: not supported"), "{}", skip.0);
     }
 
@@ -555,15 +729,24 @@ mod tests {
         }
         let mut plan = Plan::new();
         plan.payload.bytes("nested/data/x", "payload-file\n", 0o644);
-        plan.step("reads", Duration::from_secs(10), "cat \"$NEST/nested/data/x\"; exit 5")
-            .step("slow", Duration::from_secs(1), "sleep 30")
-            .step("leaves", Duration::from_secs(10), "sleep 60 & echo started");
+        plan.step(
+            "reads",
+            Duration::from_secs(10),
+            "cat \"$NEST/nested/data/x\"; exit 5",
+        )
+        .step("slow", Duration::from_secs(1), "sleep 30")
+        .step("leaves", Duration::from_secs(10), "sleep 60 & echo started");
         let r = plan.run(true).unwrap();
         assert_eq!(r.mode, Mode::Host);
         assert_eq!(r.step("reads").status, Some(5));
         assert_eq!(r.step("reads").output, "payload-file\n");
         assert!(r.step("slow").timed_out());
         assert_eq!(r.step("leaves").status, Some(0));
-        assert_eq!(r.step("leaves").leftovers.len(), 1, "{:?}", r.step("leaves").leftovers);
+        assert_eq!(
+            r.step("leaves").leftovers.len(),
+            1,
+            "{:?}",
+            r.step("leaves").leftovers
+        );
     }
 }

@@ -52,7 +52,9 @@ impl std::error::Error for PayloadError {}
 
 /// Paths inside the payload are relative, without a leading `/`.
 fn key(dest: &str) -> String {
-    dest.trim_start_matches('/').trim_end_matches('/').to_string()
+    dest.trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// A set of files, directories and their modes, keyed by path inside the payload.
@@ -145,11 +147,7 @@ impl Payload {
             h.update((data.len() as u64).to_le_bytes());
             h.update(&data);
         }
-        Ok(h
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Writes the payload as a newc cpio archive (what the kernel unpacks as initramfs).
@@ -159,11 +157,16 @@ impl Payload {
         let mut w = io::BufWriter::new(file);
         for (ino, (path, e)) in self.entries.iter().enumerate() {
             let data = Self::read(&e.content)?;
-            let size = u32::try_from(data.len()).map_err(|_| PayloadError::TooLarge(path.into()))?;
+            let size =
+                u32::try_from(data.len()).map_err(|_| PayloadError::TooLarge(path.into()))?;
             let mut fw = cpio::NewcBuilder::new(path)
                 .ino(ino as u32 + 1)
                 .mode(e.mode)
-                .nlink(if matches!(e.content, Content::Dir) { 2 } else { 1 })
+                .nlink(if matches!(e.content, Content::Dir) {
+                    2
+                } else {
+                    1
+                })
                 .write(&mut w, size);
             io::copy(&mut Cursor::new(data), &mut fw).map_err(werr)?;
             fw.finish().map_err(werr)?;
@@ -203,16 +206,24 @@ pub fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>, PayloadError> {
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // "not a dynamic executable": nothing to add.
-        return if text.contains("not a dynamic") || String::from_utf8_lossy(&out.stderr).contains("not a dynamic") {
+        return if text.contains("not a dynamic")
+            || String::from_utf8_lossy(&out.stderr).contains("not a dynamic")
+        {
             Ok(Vec::new())
         } else {
-            Err(PayloadError::Ldd(bin.into(), String::from_utf8_lossy(&out.stderr).into()))
+            Err(PayloadError::Ldd(
+                bin.into(),
+                String::from_utf8_lossy(&out.stderr).into(),
+            ))
         };
     }
     let mut libs = Vec::new();
     for line in text.lines() {
         if line.contains("not found") {
-            return Err(PayloadError::Ldd(bin.into(), format!("missing library: {}", line.trim())));
+            return Err(PayloadError::Ldd(
+                bin.into(),
+                format!("missing library: {}", line.trim()),
+            ));
         }
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         if let Some(p) = line
@@ -286,7 +297,11 @@ mod tests {
         let mut p = Payload::new();
         p.binary("bin/ls", Path::new("/bin/ls")).unwrap();
         assert!(p.contains("bin/ls"));
-        assert!(p.contains("lib64/ld-linux-x86-64.so.2"), "{:?}", p.entries.keys());
+        assert!(
+            p.contains("lib64/ld-linux-x86-64.so.2"),
+            "{:?}",
+            p.entries.keys()
+        );
         assert!(p.entries.keys().any(|k| k.ends_with("libc.so.6")));
         let err = Payload::new()
             .binary("x", Path::new("/nonexistent/bin"))
