@@ -247,5 +247,10 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
     );
     println!();
     println!("wall time of the whole run: {:?}", report.wall);
+    if std::env::var_os("HULL_VM_BENCH_VERBOSE").is_some() {
+        for (name, s) in &report.steps {
+            eprintln!("--- step {name}: status {:?}\n{}", s.status, s.output);
+        }
+    }
     Ok(())
 }
