@@ -252,3 +252,35 @@ fn connections_are_polled_for_data_only_with_rx_room() {
         "only the listener without RX buffers"
     );
 }
+
+#[test]
+fn a_host_listener_that_stopped_accepting_refuses_instead_of_stalling() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let port_path = dir.path().join(format!("v.sock_{HOST_PORT}"));
+    // A listener with a tiny backlog that never accepts.
+    let listener = UnixListener::bind(&port_path).unwrap();
+    // SAFETY: re-listen with backlog 0 on our own socket.
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) },
+        0
+    );
+    let mut m = Muxer::new(GUEST_CID, uds).unwrap();
+    let t0 = Instant::now();
+    let mut ops = Vec::new();
+    for port in 0..8u32 {
+        m.handle_guest_packet(Packet {
+            hdr: VsockHeader {
+                src_port: GUEST_PORT + port,
+                ..hdr(op::REQUEST, 0, 0)
+            },
+            data: vec![],
+        });
+        ops.extend(to_guest(&mut m).iter().map(|p| p.hdr.op));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "connects did not wait"
+    );
+    assert!(ops.contains(&op::RST), "a full backlog refuses: {ops:?}");
+}
