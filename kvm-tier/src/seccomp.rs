@@ -13,14 +13,17 @@
 //! [`crate::Vm::start`]), then each thread installs its own before it runs
 //! guest-facing code. Threads that need more are created before any filter
 //! is installed, so no thread inherits a filter meant for another kind.
-//! Memory may be mapped but never made executable. Anything else kills the
+//! Memory may be mapped but never made executable. Opening a file fails
+//! with `EACCES` (glibc opens files behind the caller's back: `malloc`
+//! reads `/proc/sys/vm/overcommit_memory` the first time it shrinks a
+//! thread's heap, and copes with a failed open). Anything else kills the
 //! process (`SIGSYS`).
 
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule,
 };
 use thiserror::Error;
 
@@ -210,6 +213,31 @@ fn api(rules: &mut Rules) -> Result<(), seccompiler::Error> {
     Ok(())
 }
 
+/// Instructions put before a compiled filter: `open` and `openat` return
+/// `EACCES` instead of reaching the filter (which kills).
+///
+/// glibc's `malloc` opens `/proc/sys/vm/overcommit_memory` once, the first
+/// time it shrinks a non-main arena's heap (`check_may_shrink_heap`); a
+/// device thread moving many packets gets there after a few megabytes, and
+/// a kill would end the VM. A failed open is handled by glibc (it then
+/// shrinks the heap normally). The prefix only adds refusals: every other
+/// call, whatever its architecture, goes on to the compiled filter (its
+/// jumps are relative, so prepending keeps them valid).
+fn refuse_opens() -> Vec<sock_filter> {
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let ins = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        // seccomp_data.nr
+        ins(BPF_LD_W_ABS, 0, 0, 0),
+        ins(BPF_JEQ_K, 1, 0, libc::SYS_openat as u32),
+        ins(BPF_JEQ_K, 0, 1, libc::SYS_open as u32),
+        ins(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::EACCES as u32),
+    ]
+}
+
 /// The filter for threads of `kind`.
 pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     let build = || -> Result<BpfProgram, seccompiler::Error> {
@@ -226,7 +254,8 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
             SeccompAction::Allow,
             std::env::consts::ARCH.try_into()?,
         )?;
-        f.try_into().map_err(Into::into)
+        let prog: BpfProgram = f.try_into()?;
+        Ok(refuse_opens().into_iter().chain(prog).collect())
     };
     build().map_err(|source| SeccompError::Build { kind, source })
 }

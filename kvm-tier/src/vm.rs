@@ -412,6 +412,13 @@ impl Vm {
         }
     }
 
+    /// A handle that resets the vsock transport when written (1), for a
+    /// thread other than the one owning the `Vm` (e.g. a signal handler
+    /// thread); `None` without a vsock device.
+    pub fn vsock_reset_handle(&self) -> Option<vmm_sys_util::eventfd::EventFd> {
+        self.vsock_reset.as_ref().and_then(|e| e.try_clone().ok())
+    }
+
     /// The pid of the virtiofsd serving the shared directory, if any.
     pub fn virtiofsd_pid(&self) -> Option<u32> {
         self.virtiofsd.as_ref().map(Virtiofsd::pid)

@@ -73,6 +73,10 @@ struct Args {
     /// Run without seccomp filters (debugging).
     #[arg(long)]
     no_seccomp: bool,
+    /// SIGUSR1 resets the vsock transport (every connection dropped, the
+    /// guest told with a TRANSPORT_RESET event); for tests.
+    #[arg(long)]
+    vsock_reset_signal: bool,
     /// Stop the VM after this many milliseconds (exit status 124).
     #[arg(long)]
     timeout_ms: Option<u64>,
@@ -156,6 +160,15 @@ fn main() -> ExitCode {
             SeccompLevel::Enforce
         },
     };
+    // Blocked before any VMM thread exists, so every thread inherits the
+    // mask and the signal waits for the signalfd.
+    let reset_signal = match args.vsock_reset_signal.then(block_sigusr1).transpose() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("hull-vmm: --vsock-reset-signal: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut vm = match Vm::start(&cfg) {
         Ok(vm) => vm,
         Err(e) => {
@@ -163,6 +176,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(fd) = reset_signal {
+        if let Err(e) = spawn_reset_thread(fd, vm.vsock_reset_handle(), !args.no_seccomp) {
+            eprintln!("hull-vmm: --vsock-reset-signal: {e}");
+            return ExitCode::from(2);
+        }
+    }
     // From here on this thread only waits for the VM and tears it down.
     if !args.no_seccomp {
         if let Err(e) = hull_kvm::seccomp::confine_current_thread(ThreadKind::Api) {
@@ -191,4 +210,61 @@ fn main() -> ExitCode {
         ExitReason::DebugExit(code) => ExitCode::from(code),
         _ => ExitCode::from(1),
     }
+}
+
+/// Blocks SIGUSR1 in this thread (and the threads it creates) and returns
+/// a signalfd that reads it.
+fn block_sigusr1() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sigset operations on a local set; the results are checked.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if r != 0 {
+            return Err(std::io::Error::from_raw_os_error(r));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// A thread that resets the vsock transport on each SIGUSR1; it runs under
+/// the device threads' seccomp filter (it only reads and writes fds).
+fn spawn_reset_thread(
+    sigfd: std::os::fd::OwnedFd,
+    reset: Option<vmm_sys_util::eventfd::EventFd>,
+    confine: bool,
+) -> Result<(), String> {
+    use std::io::Read;
+    let reset = reset.ok_or("the VM has no vsock device")?;
+    let filter = if confine {
+        Some(hull_kvm::seccomp::filter(ThreadKind::Device).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    std::thread::Builder::new()
+        .name("hull-vmm-sig".into())
+        .spawn(move || {
+            if let Some(f) = &filter {
+                if let Err(e) = hull_kvm::seccomp::install(ThreadKind::Device, f) {
+                    eprintln!("hull-vmm: vsock reset signal not handled: {e}");
+                    return;
+                }
+            }
+            let mut sigfd = std::fs::File::from(sigfd);
+            let mut info = [0u8; 128]; // struct signalfd_siginfo
+            while matches!(sigfd.read(&mut info), Ok(128)) {
+                match reset.write(1) {
+                    Ok(()) => eprintln!("hull-vmm: vsock transport reset (SIGUSR1)"),
+                    Err(e) => eprintln!("hull-vmm: vsock transport reset failed: {e}"),
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

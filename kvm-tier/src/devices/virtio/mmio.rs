@@ -45,6 +45,11 @@ pub mod regs {
     pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
     pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
     pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+    pub const SHM_SEL: u64 = 0x0ac;
+    pub const SHM_LEN_LOW: u64 = 0x0b0;
+    pub const SHM_LEN_HIGH: u64 = 0x0b4;
+    pub const SHM_BASE_LOW: u64 = 0x0b8;
+    pub const SHM_BASE_HIGH: u64 = 0x0bc;
     pub const CONFIG_GENERATION: u64 = 0x0fc;
     pub const CONFIG: u64 = 0x100;
 }
@@ -224,6 +229,13 @@ impl MmioTransport {
             regs::INTERRUPT_STATUS => self.interrupt.status(),
             regs::STATUS => self.status,
             regs::CONFIG_GENERATION => self.config_generation,
+            // No device has shared memory regions: a length (and base) of
+            // all ones says "no such region" (virtio 1.2, 4.2.2). Zero
+            // would describe an empty region at address 0, which drivers
+            // (virtio-fs's DAX window) then try to reserve and fail.
+            regs::SHM_LEN_LOW | regs::SHM_LEN_HIGH | regs::SHM_BASE_LOW | regs::SHM_BASE_HIGH => {
+                u32::MAX
+            }
             _ => {
                 tracing::trace!(offset, "read of unknown or write-only virtio-mmio register");
                 0
@@ -254,6 +266,7 @@ impl MmioTransport {
                 }
             }
             regs::QUEUE_SEL => self.queue_sel = v,
+            regs::SHM_SEL => {}
             regs::QUEUE_NUM => {
                 if self.queue_config_allowed() {
                     if let (Some(q), Ok(size)) = (self.selected_queue(), u16::try_from(v)) {
@@ -472,6 +485,18 @@ mod tests {
         assert_eq!(r(t, regs::STATUS), 0);
         w(t, regs::STATUS + 1, 1);
         assert_eq!(r(t, regs::STATUS), 0);
+        // No shared memory regions: length and base read as all ones.
+        for sel in [0, 1, 0xff] {
+            w(t, regs::SHM_SEL, sel);
+            for reg in [
+                regs::SHM_LEN_LOW,
+                regs::SHM_LEN_HIGH,
+                regs::SHM_BASE_LOW,
+                regs::SHM_BASE_HIGH,
+            ] {
+                assert_eq!(r(t, reg), u32::MAX);
+            }
+        }
     }
 
     #[test]

@@ -184,14 +184,28 @@ impl VsockWorker {
         used
     }
 
-    /// One round: TX, host sockets, RX; raises the interrupt if needed.
+    /// One round: TX, host sockets, RX; raises the interrupt if a queue
+    /// with new used buffers wants one (the driver suppresses interrupts
+    /// while its workers drain a queue).
     pub fn process(&mut self) {
-        let tx = self.process_tx();
+        let tx = self.process_tx() && wants_interrupt(&mut self.txq, &self.mem);
         self.muxer.poll_host();
-        let rx = self.process_rx();
+        let rx = self.process_rx() && wants_interrupt(&mut self.rxq, &self.mem);
         let ev = self.process_events();
         if tx || rx || ev {
             self.interrupt.signal(INT_USED_RING);
+        }
+    }
+
+    /// Whether the guest offered RX buffers not used yet.
+    fn rx_room(&self) -> bool {
+        match self
+            .rxq
+            .avail_idx(&self.mem, std::sync::atomic::Ordering::Acquire)
+        {
+            Ok(idx) => idx.0 != self.rxq.next_avail(),
+            // A corrupt ring: poll anyway; process_rx deals with it.
+            Err(_) => true,
         }
     }
 
@@ -205,7 +219,7 @@ impl VsockWorker {
             ];
             fds.extend(
                 self.muxer
-                    .poll_fds()
+                    .poll_fds(self.rx_room())
                     .into_iter()
                     .map(|(fd, ev)| pollfd(fd, ev)),
             );
@@ -228,6 +242,12 @@ impl VsockWorker {
         }
         self.muxer
     }
+}
+
+/// Whether the driver wants an interrupt for `q`'s new used buffers; on an
+/// unreadable ring, yes.
+fn wants_interrupt(q: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+    q.needs_notification(mem).unwrap_or(true)
 }
 
 fn pollfd(fd: i32, events: i16) -> libc::pollfd {

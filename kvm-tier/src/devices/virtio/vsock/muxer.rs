@@ -41,10 +41,8 @@ pub struct ConnKey {
 enum State {
     /// Host-initiated: REQUEST sent to the guest, waiting for RESPONSE.
     AwaitingGuest,
-    /// Data flows.
+    /// Data flows (in the directions not shut down).
     Established,
-    /// The host side closed; SHUTDOWN sent, waiting for the guest's RST.
-    HostClosed,
 }
 
 #[derive(Debug)]
@@ -61,6 +59,15 @@ struct Conn {
     fwd_cnt_sent: u32,
     /// Guest data the host stream has not taken yet.
     pending: Vec<u8>,
+    /// The host stream reached EOF (the guest was sent SHUTDOWN(SEND)).
+    host_eof: bool,
+    /// The guest will send no more: the host stream's write side is shut
+    /// once `pending` is written.
+    guest_no_send: bool,
+    /// The host stream's write side is shut.
+    host_write_shut: bool,
+    /// The guest will receive no more: the host stream is not read.
+    guest_no_rcv: bool,
 }
 
 impl Conn {
@@ -74,6 +81,10 @@ impl Conn {
             fwd_cnt: 0,
             fwd_cnt_sent: 0,
             pending: Vec::new(),
+            host_eof: false,
+            guest_no_send: false,
+            host_write_shut: false,
+            guest_no_rcv: false,
         }
     }
 
@@ -83,21 +94,61 @@ impl Conn {
         self.peer_buf_alloc.saturating_sub(in_flight)
     }
 
+    /// Whether the host stream should be read for the guest.
+    fn readable(&self) -> bool {
+        self.state == State::Established
+            && !self.host_eof
+            && !self.guest_no_rcv
+            && self.peer_credit() > 0
+    }
+
+    /// Whether the guest should be told about freed receive space: it has
+    /// not heard of a quarter of its credit. Since this is checked after
+    /// every write to the host stream, the guest's view of its credit
+    /// never lags more than that behind and a sender waiting for credit is
+    /// always woken.
+    fn credit_update_due(&self) -> bool {
+        self.fwd_cnt.wrapping_sub(self.fwd_cnt_sent) >= CONN_BUF_ALLOC / 4
+    }
+
+    /// Writes pending guest data to the host stream, then shuts its write
+    /// side if the guest sent its last byte.
     fn flush(&mut self) -> io::Result<()> {
-        while !self.pending.is_empty() {
-            match self.stream.write(&self.pending) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.pending.drain(..n);
-                    self.fwd_cnt = self.fwd_cnt.wrapping_add(n as u32);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let written = write_some(&mut self.stream, &mut self.pending)?;
+        self.fwd_cnt = self.fwd_cnt.wrapping_add(written as u32);
+        if self.pending.is_empty() && self.guest_no_send && !self.host_write_shut {
+            self.host_write_shut = true;
+            self.stream.shutdown(std::net::Shutdown::Write)?;
         }
         Ok(())
     }
+}
+
+/// Writes as much of `buf` as `stream` takes now; removes it from `buf`.
+fn write_some(stream: &mut UnixStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match stream.write(&buf[done..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.drain(..done);
+                return Err(e);
+            }
+        }
+    }
+    buf.drain(..done);
+    Ok(done)
+}
+
+/// A connection the guest closed while guest data still waits for the
+/// host stream: written out, then the stream closes.
+#[derive(Debug)]
+struct Draining {
+    stream: UnixStream,
+    pending: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -122,8 +173,11 @@ pub struct Muxer {
     listener: UnixListener,
     handshakes: Vec<Handshake>,
     conns: HashMap<ConnKey, Conn>,
+    draining: Vec<Draining>,
     control: VecDeque<Packet>,
     next_host_port: u32,
+    /// Round-robin position among connections with data for the guest.
+    rr: usize,
 }
 
 fn bind(path: &Path) -> io::Result<UnixListener> {
@@ -152,8 +206,10 @@ impl Muxer {
             listener,
             handshakes: Vec::new(),
             conns: HashMap::new(),
+            draining: Vec::new(),
             control: VecDeque::new(),
             next_host_port: FIRST_HOST_PORT,
+            rr: 0,
         })
     }
 
@@ -174,6 +230,7 @@ impl Muxer {
     pub fn reset_transport(&mut self) {
         let n = self.conns.len();
         self.conns.clear();
+        self.draining.clear();
         self.control.clear();
         tracing::debug!(connections = n, "vsock transport reset");
     }
@@ -262,17 +319,7 @@ impl Muxer {
                     self.queue_control(key, op::RST, 0);
                 }
             }
-            op::SHUTDOWN => {
-                let flags = h.flags;
-                if flags & (shutdown::RCV | shutdown::SEND) == shutdown::RCV | shutdown::SEND {
-                    self.reset(key);
-                } else if flags & shutdown::SEND != 0 {
-                    if let Some(c) = self.conns.get_mut(&key) {
-                        let _ = c.flush();
-                        let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                    }
-                }
-            }
+            op::SHUTDOWN => self.guest_shutdown(key, h.flags),
             op::RST => {
                 self.conns.remove(&key);
             }
@@ -290,10 +337,7 @@ impl Muxer {
         }
         let mut path = self.uds_path.clone().into_os_string();
         path.push(format!("_{}", key.host_port));
-        let stream = UnixStream::connect(&path).and_then(|s| {
-            s.set_nonblocking(true)?;
-            Ok(s)
-        });
+        let stream = connect_nonblocking(Path::new(&path));
         match stream {
             Ok(s) => {
                 let mut c = Conn::new(s, State::Established);
@@ -314,7 +358,7 @@ impl Muxer {
             self.queue_control(key, op::RST, 0);
             return;
         };
-        if c.state != State::Established && c.state != State::HostClosed {
+        if c.state != State::Established || c.guest_no_send {
             self.reset(key);
             return;
         }
@@ -324,14 +368,57 @@ impl Muxer {
             self.reset(key);
             return;
         }
-        c.pending.extend_from_slice(&data);
+        if c.pending.is_empty() {
+            c.pending = data;
+        } else {
+            c.pending.extend_from_slice(&data);
+        }
         if c.flush().is_err() {
             self.reset(key);
             return;
         }
-        if c.fwd_cnt.wrapping_sub(c.fwd_cnt_sent) > CONN_BUF_ALLOC / 4 {
+        if c.credit_update_due() {
             self.queue_control(key, op::CREDIT_UPDATE, 0);
         }
+    }
+
+    /// The guest shut down one or both directions.
+    fn guest_shutdown(&mut self, key: ConnKey, flags: u32) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            self.queue_control(key, op::RST, 0);
+            return;
+        };
+        if flags & shutdown::SEND != 0 {
+            c.guest_no_send = true;
+        }
+        if flags & shutdown::RCV != 0 && !c.guest_no_rcv {
+            c.guest_no_rcv = true;
+            // The host's further writes fail (EPIPE) instead of filling a
+            // buffer nobody reads.
+            let _ = c.stream.shutdown(std::net::Shutdown::Read);
+        }
+        if c.guest_no_send && c.guest_no_rcv {
+            // Closed on the guest's side: it waits for our RST. Guest data
+            // already accepted still goes to the host stream.
+            if let Some(mut c) = self.conns.remove(&key) {
+                if c.flush().is_ok() && !c.pending.is_empty() {
+                    self.drain_later(c.stream, c.pending);
+                }
+            }
+            self.queue_control(key, op::RST, 0);
+            return;
+        }
+        if c.flush().is_err() {
+            self.reset(key);
+        }
+    }
+
+    fn drain_later(&mut self, stream: UnixStream, pending: Vec<u8>) {
+        if self.draining.len() >= MAX_CONNS {
+            tracing::warn!("too many closing vsock connections; oldest dropped");
+            self.draining.remove(0);
+        }
+        self.draining.push(Draining { stream, pending });
     }
 
     /// Accepts host connections, reads handshakes, flushes pending data.
@@ -363,14 +450,29 @@ impl Muxer {
             }
         }
         let mut broken = Vec::new();
+        let mut credit = Vec::new();
         for (key, c) in &mut self.conns {
-            if !c.pending.is_empty() && c.flush().is_err() {
+            if c.pending.is_empty() {
+                continue;
+            }
+            if c.flush().is_err() {
                 broken.push(*key);
+            } else if c.credit_update_due() {
+                // The host took data the guest may be waiting to send.
+                credit.push(*key);
             }
         }
         for key in broken {
             self.reset(key);
         }
+        for key in credit {
+            self.queue_control(key, op::CREDIT_UPDATE, 0);
+        }
+        // Closing connections: kept until their data is written (or the
+        // host stream fails); dropping one closes its stream.
+        self.draining.retain_mut(|d| {
+            write_some(&mut d.stream, &mut d.pending).is_ok() && !d.pending.is_empty()
+        });
     }
 
     fn host_connect(&mut self, stream: UnixStream, guest_port: u32) {
@@ -393,71 +495,97 @@ impl Muxer {
     /// Whether a packet may be ready for the guest (control packets, or
     /// established connections that might have data).
     pub fn wants_rx(&self) -> bool {
-        !self.control.is_empty()
-            || self
-                .conns
-                .values()
-                .any(|c| c.state == State::Established && c.peer_credit() > 0)
+        !self.control.is_empty() || self.conns.values().any(Conn::readable)
     }
 
     /// The next packet for the guest, with at most `max_data` payload bytes.
+    /// Connections with data take turns.
     pub fn pop_rx(&mut self, max_data: usize) -> Option<Packet> {
         if let Some(p) = self.control.pop_front() {
             return Some(p);
         }
         let max_data = max_data.min(MAX_PKT_DATA);
-        let mut closed = None;
-        let mut out = None;
-        for (key, c) in &mut self.conns {
-            if c.state != State::Established {
+        let n = self.conns.len();
+        if n == 0 || max_data == 0 {
+            return None;
+        }
+        let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
+        let start = self.rr % n;
+        let mut event = None;
+        for i in (start..n).chain(0..start) {
+            let key = &keys[i];
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if !c.readable() {
                 continue;
             }
             let want = (c.peer_credit() as usize).min(max_data);
-            if want == 0 {
-                continue;
-            }
             let mut buf = vec![0u8; want];
             match c.stream.read(&mut buf) {
                 Ok(0) => {
-                    closed = Some(*key);
+                    event = Some((i, *key, None));
                     break;
                 }
-                Ok(n) => {
-                    buf.truncate(n);
-                    c.tx_cnt = c.tx_cnt.wrapping_add(n as u32);
+                Ok(got) => {
+                    buf.truncate(got);
+                    c.tx_cnt = c.tx_cnt.wrapping_add(got as u32);
                     c.fwd_cnt_sent = c.fwd_cnt;
-                    out = Some((*key, buf));
+                    event = Some((i, *key, Some(Ok(buf))));
                     break;
                 }
                 Err(e)
                     if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    closed = Some(*key);
+                Err(e) => {
+                    event = Some((i, *key, Some(Err(e))));
                     break;
                 }
             }
         }
-        if let Some((key, data)) = out {
-            let mut hdr = self.header(key, op::RW);
-            hdr.len = data.len() as u32;
-            return Some(Packet { hdr, data });
-        }
-        if let Some(key) = closed {
-            if let Some(c) = self.conns.get_mut(&key) {
-                c.state = State::HostClosed;
+        let (i, key, what) = event?;
+        self.rr = i + 1;
+        match what {
+            Some(Ok(data)) => {
+                let mut hdr = self.header(key, op::RW);
+                hdr.len = data.len() as u32;
+                Some(Packet { hdr, data })
             }
-            let mut hdr = self.header(key, op::SHUTDOWN);
-            hdr.flags = shutdown::RCV | shutdown::SEND;
-            return Some(Packet {
-                hdr,
-                data: Vec::new(),
-            });
+            Some(Err(e)) => {
+                // The host side broke (e.g. its process died): reset.
+                tracing::debug!(?key, error = %e, "vsock host stream failed");
+                self.conns.remove(&key);
+                let mut hdr = self.header(key, op::RST);
+                hdr.fwd_cnt = 0;
+                Some(Packet {
+                    hdr,
+                    data: Vec::new(),
+                })
+            }
+            None => {
+                // EOF: the host sends no more. If it closed its socket
+                // entirely (POLLHUP, not just a half-close), it receives no
+                // more either.
+                let c = self.conns.get_mut(&key)?;
+                c.host_eof = true;
+                let mut flags = shutdown::SEND;
+                if hung_up(c.stream.as_raw_fd()) {
+                    flags |= shutdown::RCV;
+                }
+                let mut hdr = self.header(key, op::SHUTDOWN);
+                hdr.flags = flags;
+                Some(Packet {
+                    hdr,
+                    data: Vec::new(),
+                })
+            }
         }
-        None
     }
 
-    /// The fds the device thread should poll, with `POLLIN`/`POLLOUT` wanted.
-    pub fn poll_fds(&self) -> Vec<(RawFd, i16)> {
+    /// The fds the device thread should poll, with `POLLIN`/`POLLOUT`
+    /// wanted. Connections are polled for data only if `rx_room` (the guest
+    /// offered receive buffers): else their data would wake the thread
+    /// with nowhere to put it.
+    pub fn poll_fds(&self, rx_room: bool) -> Vec<(RawFd, i16)> {
         let mut v = vec![(self.listener.as_raw_fd(), libc::POLLIN)];
         v.extend(
             self.handshakes
@@ -466,7 +594,7 @@ impl Muxer {
         );
         for c in self.conns.values() {
             let mut ev = 0;
-            if c.state == State::Established && c.peer_credit() > 0 {
+            if rx_room && c.readable() {
                 ev |= libc::POLLIN;
             }
             if !c.pending.is_empty() {
@@ -476,8 +604,72 @@ impl Muxer {
                 v.push((c.stream.as_raw_fd(), ev));
             }
         }
+        v.extend(
+            self.draining
+                .iter()
+                .map(|d| (d.stream.as_raw_fd(), libc::POLLOUT)),
+        );
         v
     }
+}
+
+/// Connects to a unix stream socket without waiting: a host listener whose
+/// backlog is full (it stopped accepting) refuses the connection
+/// (`EAGAIN`) instead of stalling the device thread, and with it every
+/// other connection.
+fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain old data; all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    for (d, &b) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let stream = unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// Whether the peer of a unix stream closed it entirely.
+fn hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLHUP != 0
 }
 
 impl Drop for Muxer {
