@@ -123,6 +123,33 @@ impl Payload {
         Ok(self)
     }
 
+    /// Like [`Payload::binary`], but the copy of `src` has its debug info stripped
+    /// (`objcopy --strip-debug` into `scratch`): a smaller archive boots faster in L1.
+    /// Falls back to the unstripped file when objcopy is missing.
+    pub fn binary_stripped(
+        &mut self,
+        dest: &str,
+        src: &Path,
+        scratch: &Path,
+    ) -> Result<&mut Self, PayloadError> {
+        self.binary(dest, src)?;
+        let name = src
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let out = scratch.join(name).with_extension("stripped");
+        let stripped = Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(src)
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success());
+        if stripped {
+            self.put(dest, 0o755, Content::File(out));
+        }
+        Ok(self)
+    }
+
     /// Whether `dest` is in the payload.
     pub fn contains(&self, dest: &str) -> bool {
         self.entries.contains_key(&key(dest))
