@@ -71,14 +71,18 @@ fn debian_kernel_reaches_init() {
     let boot = vm.boot_time();
     let reason = reason.unwrap_or_else(|| vm.stop());
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
-    if let Some(t) = boot {
-        assert!(console.contains("hull-probe: init reached"), "{console}");
+    // Debian's cloud kernel has no /dev/port, so the boot-timer write may not happen;
+    // init's echo on the console (userspace serial output) is the proof.
+    if console.contains("hull-probe: init reached") {
         assert_eq!(reason, ExitReason::Reset, "init rebooted through the i8042");
-        println!(
-            "measured: {} booted to init in {} ms",
-            kernel.display(),
-            t.as_millis()
-        );
+        match boot {
+            Some(t) => println!(
+                "measured: {} booted to init in {} ms",
+                kernel.display(),
+                t.as_millis()
+            ),
+            None => println!("measured: {} reached init", kernel.display()),
+        }
         return;
     }
     let what = format!(

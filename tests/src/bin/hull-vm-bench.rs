@@ -10,8 +10,8 @@
 //!   having rebooted at once (kernel boot + init + reset + teardown);
 //! * hull only, from hull-vmm's own report: `Vm::start`→first `KVM_RUN` (the guest's
 //!   first instruction) and `Vm::start`→/init (the boot-timer port write);
-//! * RSS beyond guest memory: `VmRSS - RssShmem` while the guest sits in /init (both VMMs
-//!   back guest RAM with a memfd, so guest pages are `RssShmem`).
+//! * RSS beyond guest memory: the resident size of every mapping of the VMM process except
+//!   the 256 MiB guest RAM mapping (`/proc/PID/smaps`), while the guest sits in /init.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,10 +20,10 @@ use std::time::Duration;
 use hull_tests::nested::{GuestKernel, Mode, Payload, Plan};
 
 const INIT: &str = r#"#!/bin/busybox sh
+/bin/hull-boot-timer
 /bin/busybox mount -t proc proc /proc
-/bin/busybox printf '\173' | /bin/busybox dd of=/dev/port bs=1 seek=1088 count=1 2>/dev/null
 case "$(/bin/busybox cat /proc/cmdline)" in
-  *bench=rss*) /bin/busybox mount -t devtmpfs dev /dev; echo "@@l2 in-init" > /dev/kmsg; /bin/busybox sleep 30 ;;
+  *bench=rss*) echo "@@l2 in-init"; /bin/busybox sleep 30 ;;
 esac
 /bin/busybox reboot -f
 "#;
@@ -39,8 +39,15 @@ qemu() { $NEST/nested/bin/qemu-system-x86_64 -L $NEST/nested/qemu-data -M microv
   -object memory-backend-memfd,id=mem,size=256M -m 256 -machine memory-backend=mem \
   -nodefaults -no-user-config -display none -no-reboot -serial file:qserial-$1.log \
   -kernel $K -initrd $I -append "$CMD $2"; }
-rss() { # PID: VmRSS - RssShmem in kB
-  awk '/^VmRSS/{r=$2} /^RssShmem/{s=$2} END{print r-s}' /proc/$1/status; }
+# In the background, `exec` makes $! the VMM's own pid (for its RSS).
+hull_exec() { exec $NEST/nested/bin/hull-vmm --kernel $K --initramfs $I --mem 256 --serial-out serial-$1.log --cmdline "$CMD $2" --timeout-ms 120000; }
+qemu_exec() { exec $NEST/nested/bin/qemu-system-x86_64 -L $NEST/nested/qemu-data -M microvm,acpi=on,rtc=on -enable-kvm -cpu host \
+  -object memory-backend-memfd,id=mem,size=256M -m 256 -machine memory-backend=mem \
+  -nodefaults -no-user-config -display none -no-reboot -serial file:qserial-$1.log \
+  -kernel $K -initrd $I -append "$CMD $2"; }
+rss() { # PID: resident kB of every mapping but the 256 MiB of guest RAM, then VmRSS
+  awk '/^[0-9a-f]+-[0-9a-f]+ /{n++} /^Size:/{sz=$2} /^Rss:/{if (sz != 262144) o+=$2; else g+=$2}
+       END{print o, "(guest RAM resident", g, "kB)"}' /proc/$1/smaps; }
 wait_kmsg() { i=0; while ! grep -q "$1" "$2" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && return 1; sleep 0.1; done; }
 "#;
 
@@ -50,6 +57,7 @@ fn round_script(i: usize) -> String {
 t0=$(now); hull r{i} "" > hull-{i}.log 2>&1; rc=$?; t1=$(now)
 echo "hull launch-exit $t0 $t1 rc=$rc"
 cat hull-{i}.log
+grep -i -E 'boot-timer|ioperm|error' serial-r{i}.log
 if [ $QEMU_OK = 1 ]; then
   t0=$(now); qemu r{i} "" > qemu-{i}.log 2>&1; rc=$?; t1=$(now)
   echo "qemu launch-exit $t0 $t1 rc=$rc"
@@ -60,12 +68,12 @@ fi
 }
 
 const RSS_SCRIPT: &str = r#"
-hull rss bench=rss > hull-rss.log 2>&1 &
+hull_exec rss bench=rss > hull-rss.log 2>&1 &
 p=$!
 if wait_kmsg '@@l2 in-init' serial-rss.log; then echo "hull rss-kb $(rss $p)"; fi
 kill $p; wait $p
 if [ $QEMU_OK = 1 ]; then
-  qemu rss bench=rss > qemu-rss.log 2>&1 &
+  qemu_exec rss bench=rss > qemu-rss.log 2>&1 &
   p=$!
   if wait_kmsg '@@l2 in-init' qserial-rss.log; then echo "qemu rss-kb $(rss $p)"; else echo "qemu rss: guest never reached init"; cat qemu-rss.log; fi
   kill $p; wait $p
@@ -122,6 +130,13 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
         .dir("proc")
         .dir("dev");
     l2.bytes("init", INIT, 0o755);
+    let timer = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("hull-boot-timer")))
+        .filter(|p| p.is_file())
+        .ok_or("hull-boot-timer missing next to hull-vm-bench (tests/bench/run-vm builds it)")?;
+    l2.binary("bin/hull-boot-timer", &timer)
+        .map_err(|e| e.to_string())?;
     let initrd = dir.path().join("bench-initrd.cpio");
     l2.write_cpio(&initrd).map_err(|e| e.to_string())?;
 
@@ -141,6 +156,12 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         plan.payload
             .file("nested/qemu-data/bios-microvm.bin", bios, 0o644);
+        // The option ROM QEMU loads a -kernel with.
+        let rom = Path::new("/usr/share/qemu/linuxboot_dma.bin");
+        if rom.is_file() {
+            plan.payload
+                .file("nested/qemu-data/linuxboot_dma.bin", rom, 0o644);
+        }
         None
     } else {
         Some("QEMU or its bios-microvm.bin is missing: hull only")
@@ -201,7 +222,8 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
     let rss = |who: &str| {
         report.step("rss").output.lines().find_map(|l| {
             l.strip_prefix(&format!("{who} rss-kb "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
         })
     };
     let fmt =
