@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hull_tests::nested::{GuestKernel, Mode, Payload, Plan, Report, Skip};
+use hull_tests::nested::{host_kvm_boots_linux, GuestKernel, Mode, Payload, Plan, Report, Skip};
 use hull_tests::skip::skipped;
 
 /// Modules L2 loads, in dependency order (from the kernel's modules.dep).
@@ -229,18 +229,16 @@ fn l2_initramfs(kernel: &GuestKernel, probe: &Path, dir: &Path) -> Result<PathBu
     Ok(out)
 }
 
-/// Whether this host's own KVM boots a standard kernel (then no nesting is needed).
-fn host_kvm_boots_linux() -> bool {
-    Path::new("/dev/kvm").exists() && !Path::new("/sys/module/kvm_pvm").exists()
-}
-
 fn build_plan() -> Result<Plan, Skip> {
     let kernel = GuestKernel::find().map_err(Skip)?;
     let vmm = workspace_bin("hull-vmm", "HULL_VMM");
     if !vmm.is_file() {
         panic!("{} missing: cargo build --workspace --bins", vmm.display());
     }
-    let virtiofsd = hull_kvm_virtiofsd().map_err(Skip)?;
+    // virtiofsd as hull-vmm finds it ($HULL_VIRTIOFSD, the install-virtiofsd cache, ...).
+    let virtiofsd = hull_kvm::VirtiofsOptions::default()
+        .find_binary()
+        .ok_or_else(|| Skip("virtiofsd missing: run kvm-tier/tools/install-virtiofsd".into()))?;
     let probe = workspace_bin("hull-vsock-probe", "HULL_VSOCK_PROBE");
     if !probe.is_file() {
         panic!(
@@ -283,19 +281,6 @@ fn build_plan() -> Result<Plan, Skip> {
         }
     }
     Ok(plan)
-}
-
-/// virtiofsd as the VMM finds it (the cache `kvm-tier/tools/install-virtiofsd` fills).
-fn hull_kvm_virtiofsd() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("HULL_VIRTIOFSD").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let p = PathBuf::from("/var/cache/hull/virtiofsd/bin/virtiofsd");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err("virtiofsd missing: run kvm-tier/tools/install-virtiofsd".into())
-    }
 }
 
 /// The one run all tests share.

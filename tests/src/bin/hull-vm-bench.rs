@@ -140,7 +140,7 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
     let initrd = dir.path().join("bench-initrd.cpio");
     l2.write_cpio(&initrd).map_err(|e| e.to_string())?;
 
-    let host = Path::new("/dev/kvm").exists() && !Path::new("/sys/module/kvm_pvm").exists();
+    let host = hull_tests::nested::host_kvm_boots_linux();
     let mut plan = Plan::new();
     plan.payload
         .binary("nested/bin/hull-vmm", vmm)

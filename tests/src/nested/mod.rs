@@ -115,6 +115,13 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Whether this host's own KVM boots a standard kernel, so no nesting is needed: `/dev/kvm`
+/// exists and is not the nested PVM hypervisor (`kvm_pvm`), which cannot (the same rule as
+/// the kernel probe in `kvm-tier/tests/kernel_probe.rs`).
+pub fn host_kvm_boots_linux() -> bool {
+    Path::new("/dev/kvm").exists() && !Path::new("/sys/module/kvm_pvm").exists()
+}
+
 /// Where the steps ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
