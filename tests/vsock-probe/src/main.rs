@@ -509,27 +509,7 @@ fn serve(s: &Sock, quit: &AtomicBool) -> Result<String> {
             expect_eof(s)?;
             Ok(format!("received {n} bytes sha={sha} {}", mib_s(n, el)))
         }
-        ["HOLD"] => {
-            let mut buf = [0u8; 4096];
-            loop {
-                match (&mut &*s).read(&mut buf) {
-                    Ok(0) => {
-                        return Ok(format!(
-                            "hold ended by eof after {:.1}s",
-                            t0.elapsed().as_secs_f64()
-                        ))
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                        return Ok(format!(
-                            "hold ended by reset after {:.1}s",
-                            t0.elapsed().as_secs_f64()
-                        ))
-                    }
-                    Err(e) => return Err(io_err("hold")(e)),
-                }
-            }
-        }
+        ["HOLD"] => hold_until_closed(s, t0),
         ["QUIT"] => {
             quit.store(true, Ordering::SeqCst);
             write_line(s, "OK quit")?;
@@ -538,6 +518,29 @@ fn serve(s: &Sock, quit: &AtomicBool) -> Result<String> {
         _ => {
             let _ = write_line(s, "ERR unknown request");
             Err(ProbeError::Protocol(format!("unknown request {req:?}")))
+        }
+    }
+}
+
+/// Reads and discards until the peer ends the connection; says whether by EOF or reset.
+fn hold_until_closed(mut s: impl Read, t0: Instant) -> Result<String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return Ok(format!(
+                    "hold ended by eof after {:.1}s",
+                    t0.elapsed().as_secs_f64()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                return Ok(format!(
+                    "hold ended by reset after {:.1}s",
+                    t0.elapsed().as_secs_f64()
+                ))
+            }
+            Err(e) => return Err(io_err("hold")(e)),
         }
     }
 }
@@ -766,25 +769,7 @@ fn run_op(t: &Target, op: Op, opts: &Opts) -> Result<String> {
         }
         Op::Hold => {
             write_line(&s, "HOLD")?;
-            let mut buf = [0u8; 4096];
-            loop {
-                match (&mut &s).read(&mut buf) {
-                    Ok(0) => {
-                        return Ok(format!(
-                            "hold ended by eof after {:.1}s",
-                            t0.elapsed().as_secs_f64()
-                        ))
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                        return Ok(format!(
-                            "hold ended by reset after {:.1}s",
-                            t0.elapsed().as_secs_f64()
-                        ))
-                    }
-                    Err(e) => return Err(io_err("hold")(e)),
-                }
-            }
+            hold_until_closed(&s, t0)
         }
         Op::Quit => {
             write_line(&s, "QUIT")?;
