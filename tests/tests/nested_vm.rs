@@ -474,6 +474,16 @@ fn power_off_panic_and_kill_end_the_vmm_distinguishably() {
     }
 }
 
+/// The guest's MemTotal in kB from its `@@l2 cpus ... mem N kB` line (0 if missing).
+fn guest_mem_kb(out: &str) -> u64 {
+    l2_lines(out, "cpus")
+        .first()
+        .and_then(|l| l.rsplit("mem ").next())
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn vcpus_and_memory_sizes() {
     let Some(r) = report() else { return };
@@ -484,21 +494,10 @@ fn vcpus_and_memory_sizes() {
             .is_some_and(|l| l.starts_with("2 online 0-1 mem ")),
         "--vcpus 2 --mem 1024:\n{panic}"
     );
-    let kb: u64 = line[0]
-        .rsplit("mem ")
-        .next()
-        .and_then(|m| m.split_whitespace().next())
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+    let kb = guest_mem_kb(panic);
     assert!(kb > 900 * 1024, "a 1 GiB guest sees about 1 GiB: {kb} kB");
     let off = &r.step("poweroff").output;
-    let line = l2_lines(off, "cpus");
-    let kb: u64 = line
-        .first()
-        .and_then(|l| l.rsplit("mem ").next())
-        .and_then(|m| m.split_whitespace().next())
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+    let kb = guest_mem_kb(off);
     assert!(
         kb > 80 * 1024 && kb <= 128 * 1024,
         "a 128 MiB guest boots and sees it: {kb} kB\n{off}"
