@@ -58,6 +58,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
+    /// `io.hull.isolation=vm` asked for a VM boundary that this build cannot give yet.
+    #[error("config.json: annotations[\"io.hull.isolation\"] is \"vm\", but this hull cannot run VM containers yet; refusing rather than running the container on the shared host kernel")]
+    VmUnavailable,
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -159,6 +162,15 @@ enum Console {
     Relay { ours: OwnedFd, theirs: OwnedFd },
 }
 
+/// A container that asks for the VM tier must never fall back to the shared kernel: until the
+/// VM path carries it out, `create` (and `restore`) refuse it by name.
+pub(crate) fn refuse_vm_isolation(spec: &hull_specs::Spec) -> Result<(), Error> {
+    match hull_specs::annotations::isolation(spec)? {
+        hull_specs::annotations::Isolation::Vm => Err(Error::VmUnavailable),
+        hull_specs::annotations::Isolation::Container => Ok(()),
+    }
+}
+
 impl Runtime {
     /// `create`: set the container up and leave its init blocked until `start`.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Created, Error> {
@@ -170,6 +182,7 @@ impl Runtime {
         check_preserve_fds(opts.preserve_fds)?;
         let mut bundle = hull_specs::load_bundle(&opts.bundle)?;
         let spec = &bundle.spec;
+        refuse_vm_isolation(spec)?;
         // LSM labels the host cannot apply are refused now, not silently dropped.
         crate::lsm::check_spec(spec, crate::lsm::Host::probe())?;
         let terminal = spec

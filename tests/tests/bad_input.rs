@@ -214,6 +214,15 @@ fn cases() -> Vec<Case> {
             hull_only: None,
         },
         Case {
+            name: "VM isolation this build cannot give",
+            setup: |b, _| {
+                b.set("/annotations", json!({"io.hull.isolation": "vm"}));
+            },
+            any: &[],
+            hull: &["io.hull.isolation", "vm", "shared host kernel"],
+            hull_only: Some("runc has no VM tier and ignores hull's annotations"),
+        },
+        Case {
             name: "unknown mount option",
             setup: |b, _| {
                 b.mount("/frob", "tmpfs", "tmpfs", &["frobnicate"]);
