@@ -83,7 +83,7 @@ impl CheckpointError {
 }
 
 /// `--manage-cgroups-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CgroupsMode {
     #[default]
     Soft,

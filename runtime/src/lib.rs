@@ -2,18 +2,16 @@
 //!
 //! The data path: `hull_specs` turns a bundle into a validated `Spec`; `container` carries it
 //! out (create → start → kill → delete) with the modules below, and `init` is the container
-//! side of `create`; `cli` is the runc-compatible front end of the `hull` binary.
+//! side of `create`. The runc-compatible front end is the `hull` binary (`runtime/cli`).
 
 pub mod cgroups;
 pub mod checkpoint;
-pub mod cli;
 pub mod container;
 pub mod events;
 pub mod exec;
 mod fds;
 pub mod hooks;
 pub mod init;
-pub mod logging;
 pub mod lsm;
 pub mod namespaces;
 pub mod network;

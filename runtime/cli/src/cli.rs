@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 
 use oci_spec::runtime::{Capability, LinuxResources, Process};
 
-use crate::container::{ContainerState, CreateOptions, Error, Runtime};
-use crate::exec::ExecOptions;
 use crate::logging::{self, LogFormat};
+use hull_runtime::container::{ContainerState, CreateOptions, Error, Runtime};
+use hull_runtime::exec::ExecOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -200,7 +200,7 @@ struct CriuArgs {
     file_locks: bool,
     /// How CRIU handles cgroups.
     #[arg(long, value_enum, default_value = "soft")]
-    manage_cgroups_mode: crate::checkpoint::CgroupsMode,
+    manage_cgroups_mode: ManageCgroupsMode,
     /// Leave this namespace empty instead of checkpointing/restoring it (repeatable).
     #[arg(long)]
     empty_ns: Vec<String>,
@@ -212,8 +212,32 @@ struct CriuArgs {
     lazy_pages: bool,
 }
 
+/// `--manage-cgroups-mode` as clap parses it: the library's `CgroupsMode` does not link clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ManageCgroupsMode {
+    Soft,
+    Full,
+    Strict,
+    Ignore,
+}
+
+impl From<ManageCgroupsMode> for hull_runtime::checkpoint::CgroupsMode {
+    fn from(m: ManageCgroupsMode) -> Self {
+        use hull_runtime::checkpoint::CgroupsMode;
+        match m {
+            ManageCgroupsMode::Soft => CgroupsMode::Soft,
+            ManageCgroupsMode::Full => CgroupsMode::Full,
+            ManageCgroupsMode::Strict => CgroupsMode::Strict,
+            ManageCgroupsMode::Ignore => CgroupsMode::Ignore,
+        }
+    }
+}
+
 impl CriuArgs {
-    fn options(&self, criu: &std::path::Path) -> Result<crate::checkpoint::CriuOptions, Error> {
+    fn options(
+        &self,
+        criu: &std::path::Path,
+    ) -> Result<hull_runtime::checkpoint::CriuOptions, Error> {
         if self.lazy_pages {
             return Err(Error::Usage("--lazy-pages is not supported by hull".into()));
         }
@@ -222,7 +246,7 @@ impl CriuArgs {
                 "--empty-ns is not supported by hull yet".into(),
             ));
         }
-        Ok(crate::checkpoint::CriuOptions {
+        Ok(hull_runtime::checkpoint::CriuOptions {
             criu: criu.to_path_buf(),
             image_path: self.image_path.clone(),
             work_path: self.work_path.clone(),
@@ -231,7 +255,7 @@ impl CriuArgs {
             shell_job: self.shell_job,
             file_locks: self.file_locks,
             auto_dedup: self.auto_dedup,
-            manage_cgroups_mode: self.manage_cgroups_mode,
+            manage_cgroups_mode: self.manage_cgroups_mode.into(),
             empty_ns: self.empty_ns.clone(),
         })
     }
@@ -543,17 +567,17 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                     "--page-server and --status-fd are not supported by hull".into(),
                 ));
             }
-            let opts = crate::checkpoint::CheckpointOptions {
+            let opts = hull_runtime::checkpoint::CheckpointOptions {
                 criu: args.criu.options(&cli.criu)?,
                 parent_path: args.parent_path.clone(),
                 leave_running: args.leave_running,
                 pre_dump: args.pre_dump,
             };
-            crate::checkpoint::checkpoint(&rt, &args.id, &opts)
-                .map_err(crate::checkpoint::CheckpointError::into_runtime_error)?;
+            hull_runtime::checkpoint::checkpoint(&rt, &args.id, &opts)
+                .map_err(hull_runtime::checkpoint::CheckpointError::into_runtime_error)?;
         }
         Command::Restore(args) => {
-            let opts = crate::checkpoint::RestoreOptions {
+            let opts = hull_runtime::checkpoint::RestoreOptions {
                 criu: args.criu.options(&cli.criu)?,
                 bundle: args.bundle.clone(),
                 detach: args.detach,
@@ -564,8 +588,8 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
                 lsm_profile: args.lsm_profile.clone(),
                 lsm_mount_context: args.lsm_mount_context.clone(),
             };
-            return crate::checkpoint::restore(&rt, &args.id, &opts)
-                .map_err(crate::checkpoint::CheckpointError::into_runtime_error);
+            return hull_runtime::checkpoint::restore(&rt, &args.id, &opts)
+                .map_err(hull_runtime::checkpoint::CheckpointError::into_runtime_error);
         }
     }
     Ok(0)
@@ -873,7 +897,7 @@ fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::Status;
+    use hull_runtime::container::Status;
 
     #[test]
     fn containerd_argv_parses() {
@@ -994,8 +1018,8 @@ mod tests {
         };
         assert!(a.leave_running && a.criu.ext_unix_sk && a.criu.shell_job && a.criu.file_locks);
         assert_eq!(
-            a.criu.manage_cgroups_mode,
-            crate::checkpoint::CgroupsMode::Full
+            hull_runtime::checkpoint::CgroupsMode::from(a.criu.manage_cgroups_mode),
+            hull_runtime::checkpoint::CgroupsMode::Full
         );
         let opts = a.criu.options(&cli.criu).unwrap();
         assert_eq!(opts.work_path, Some(PathBuf::from("/work")));
