@@ -22,7 +22,8 @@ use std::process::{Command, Stdio};
 use nix::unistd::Pid;
 
 use crate::cgroups::ContainerCgroup;
-use crate::container::{self, process_start_time, status_of, Error, Runtime, Status};
+use crate::container::{self, status_of, Error, Runtime, Status};
+use crate::process::process_start_time;
 use crate::state::{self, ContainerDir, SavedState};
 
 /// The file (in the image dir) holding the targets of init's fds 0-2 at checkpoint time.
@@ -631,7 +632,7 @@ pub fn restore(rt: &Runtime, id: &str, opts: &RestoreOptions) -> Result<i32, Che
     if opts.detach {
         return Ok(0);
     }
-    let code = crate::wait::wait_for_container(Pid::from_raw(pid), None)?;
+    let code = crate::wait::wait_for_container(Pid::from_raw(pid), None).map_err(Error::from)?;
     if let Err(e) = rt.delete(id, true) {
         tracing::warn!("deleting container \"{id}\" after restore: {e}");
     }

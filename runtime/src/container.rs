@@ -1,7 +1,6 @@
 //! The container lifecycle as seen from outside: create, start, state, kill, delete, and
 //! the status derived from the saved state and the live process.
 
-use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -13,12 +12,15 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::cgroups::{CgroupError, ContainerCgroup};
-use crate::hooks::{self, HookError};
-use crate::init::INIT_FD_ENV;
-use crate::namespaces::{self, ChildNamespaceGuard, NamespaceError, NamespacePlan};
+use crate::process::{process_alive, process_start_time, send_signal};
+use crate::spawn::{
+    describe_end, dup_above, reap, spawn_init, stdio_above, stdio_raw, ChildSetup, InitExec,
+};
 use crate::state::{self, ContainerDir, HookKind, SavedState, StateError};
-use crate::sync::{self, FromInit, InitPlan, SyncError, ToInit};
-use crate::terminal::{self, TerminalError};
+use hull_inside::hooks::{self, HookError};
+use hull_inside::namespaces::{self, ChildNamespaceGuard, NamespaceError, NamespacePlan};
+use hull_inside::sync::{self, FromInit, InitPlan, SyncError, ToInit};
+use hull_inside::terminal::{self, TerminalError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,7 +41,7 @@ pub enum Error {
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
-    Lsm(#[from] crate::lsm::LsmError),
+    Lsm(#[from] hull_inside::lsm::LsmError),
     #[error(transparent)]
     Userns(#[from] crate::userns_auto::UsernsError),
     #[error("container init: {0}")]
@@ -73,6 +75,29 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+// Spawning and waiting have errors of their own (they sit below this module); each maps
+// onto the variant the caller saw before, without growing `Error`.
+impl From<crate::spawn::SpawnError> for Error {
+    fn from(e: crate::spawn::SpawnError) -> Self {
+        use crate::spawn::SpawnError;
+        match e {
+            SpawnError::SealedExe(e) => Error::SealedExe(e),
+            SpawnError::NulInEnvironment => Error::Usage(e.to_string()),
+            SpawnError::Sys { what, source } => Error::Sys { what, source },
+        }
+    }
+}
+
+impl From<crate::wait::WaitError> for Error {
+    fn from(e: crate::wait::WaitError) -> Self {
+        use crate::wait::WaitError;
+        match e {
+            WaitError::Init(msg) => Error::Init(msg),
+            WaitError::Sys { what, source } => Error::Sys { what, source },
+        }
+    }
 }
 
 pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
@@ -131,7 +156,7 @@ pub struct Runtime {
     pub rootless: bool,
     /// The binary exec'd as `<binary> init` to become the container's init. None means
     /// `/proc/self/exe`: the program using the library must then hand argv `init` to
-    /// [`crate::init::run`] first thing in `main`, as the `hull` binary does.
+    /// [`hull_inside::init::run`] first thing in `main`, as the `hull` binary does.
     pub init_binary: Option<PathBuf>,
 }
 
@@ -184,7 +209,7 @@ impl Runtime {
         let spec = &bundle.spec;
         refuse_vm_isolation(spec)?;
         // LSM labels the host cannot apply are refused now, not silently dropped.
-        crate::lsm::check_spec(spec, crate::lsm::Host::probe())?;
+        hull_inside::lsm::check_spec(spec, hull_inside::lsm::Host::probe())?;
         let terminal = spec
             .process()
             .as_ref()
@@ -409,7 +434,7 @@ impl Runtime {
     pub(crate) fn compile_seccomp(
         &self,
         spec: &hull_specs::Spec,
-    ) -> Result<Option<crate::seccomp::Compiled>, Error> {
+    ) -> Result<Option<hull_inside::seccomp::Compiled>, Error> {
         let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
             return Ok(None);
         };
@@ -462,7 +487,9 @@ impl Runtime {
             };
             if let Ok(Some(saved)) = dir.load() {
                 let owner = fs::metadata(&dir.path)
-                    .map(|m| user_name(std::os::unix::fs::MetadataExt::uid(&m)))
+                    .map(|m| {
+                        hull_inside::passwd::user_name(std::os::unix::fs::MetadataExt::uid(&m))
+                    })
                     .unwrap_or_default();
                 out.push(public_state(&dir, &saved, owner));
             }
@@ -653,6 +680,7 @@ impl Runtime {
                 return Ok(0);
             }
             crate::wait::wait_for_container(created.pid, created.console_master)
+                .map_err(Error::from)
         });
         if !detach && !keep {
             if let Err(e) = self.delete(id, true) {
@@ -845,21 +873,6 @@ pub fn check_signal(signal: i32) -> Result<(), Error> {
     }
 }
 
-/// Send signal number `signal` (standard or real-time) to the one process `pid`; a pid of
-/// 0 or less (a process group, or every process) is refused with ESRCH.
-pub fn send_signal(pid: Pid, signal: i32) -> Result<(), nix::Error> {
-    if pid.as_raw() <= 0 {
-        return Err(nix::Error::ESRCH);
-    }
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid.as_raw(), signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(nix::Error::last())
-    }
-}
-
 /// Kill every process of the container and wait until init is gone.
 fn kill_container(saved: &SavedState) -> Result<(), Error> {
     if let Some(cg) = &saved.cgroup {
@@ -968,14 +981,6 @@ fn make_fifo(path: &Path) -> Result<(), Error> {
     // mkfifo applies the umask; init (perhaps another uid) must be able to write it.
     fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
         .map_err(io(format!("chmod {path:?}")))
-}
-
-/// A `CLOEXEC` duplicate of `fd` numbered at least `min` (clear of `--preserve-fds`).
-pub(crate) fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: i32) -> Result<OwnedFd, Error> {
-    let raw =
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min)).map_err(sys("dup"))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
 /// Write the new user namespace's uid/gid maps: directly as root (any number of ranges),
@@ -1087,242 +1092,6 @@ fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
         Ok(FromInit::Error(m)) => Some(m),
         _ => None,
     }
-}
-
-/// Reap a child whose sync socket just reached EOF: it closes its descriptors a moment
-/// before it can be reaped, so wait up to a second. None if it is still there (or not ours).
-pub(crate) fn reap(pid: Pid) -> Option<nix::sys::wait::WaitStatus> {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    for _ in 0..100 {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            Ok(status) => return Some(status),
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-/// " (exit status N: why)" or " (killed by SIG)" for a reaped child, for error messages.
-pub(crate) fn describe_end(end: Option<nix::sys::wait::WaitStatus>) -> String {
-    use nix::sys::wait::WaitStatus;
-    match end {
-        Some(WaitStatus::Exited(_, code)) => {
-            let why = match code {
-                EXIT_NO_MAPS => ": the uid/gid maps were never written",
-                EXIT_ROOT_UNMAPPED => ": uid/gid 0 is not mapped in the user namespace",
-                EXIT_STDIO => ": installing the given stdio failed",
-                EXIT_EXEC => ": executing hull init failed",
-                EXIT_ERROR_UNREPORTED => {
-                    ": init failed and could not report why (writing to its sync socket and \
-                     to stderr failed: does linux.seccomp allow write?)"
-                }
-                _ => "",
-            };
-            format!(" (exit status {code}{why})")
-        }
-        Some(WaitStatus::Signaled(_, sig, _)) => format!(" (killed by {sig})"),
-        _ => String::new(),
-    }
-}
-
-/// True if `pid` exists, is not a zombie, and (when known) started at `start_time`.
-pub fn process_alive(pid: i32, start_time: u64) -> bool {
-    match read_stat(pid) {
-        Some((state, start)) => {
-            state != 'Z' && state != 'X' && (start_time == 0 || start == start_time)
-        }
-        None => false,
-    }
-}
-
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    read_stat(pid).map(|(_, s)| s)
-}
-
-/// (state, starttime) from /proc/PID/stat; the command name may hold spaces and parens.
-fn read_stat(pid: i32) -> Option<(char, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    // starttime is field 22 overall; `rest` starts at field 3.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
-
-/// The name of `uid` in the host's /etc/passwd, or `#uid` as runc shows it.
-fn user_name(uid: u32) -> String {
-    fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("#{uid}"))
-}
-
-/// execve arguments for `hull init`, built before the clone so the child allocates nothing.
-pub(crate) struct InitExec {
-    /// The hull binary, read-only to the container (see `sealed_exe`).
-    exe: OwnedFd,
-    _argv: Vec<CString>,
-    _envp: Vec<CString>,
-    argv_ptrs: Vec<*const libc::c_char>,
-    envp_ptrs: Vec<*const libc::c_char>,
-}
-
-impl InitExec {
-    pub(crate) fn new(binary: Option<&Path>, init_fd: RawFd) -> Result<Self, Error> {
-        let bad = |_| Error::Usage("environment contains a NUL byte".into());
-        let exe = crate::sealed_exe::open(binary)?;
-        let argv = vec![
-            CString::new("hull").map_err(bad)?,
-            CString::new("init").map_err(bad)?,
-        ];
-        let mut envp: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| k != INIT_FD_ENV)
-            .filter_map(|(k, v)| {
-                let mut kv = k.into_encoded_bytes();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_encoded_bytes());
-                CString::new(kv).ok()
-            })
-            .collect();
-        envp.push(CString::new(format!("{INIT_FD_ENV}={init_fd}")).map_err(bad)?);
-        let ptrs = |v: &[CString]| {
-            v.iter()
-                .map(|s| s.as_ptr())
-                .chain(std::iter::once(std::ptr::null()))
-                .collect::<Vec<_>>()
-        };
-        Ok(Self {
-            argv_ptrs: ptrs(&argv),
-            envp_ptrs: ptrs(&envp),
-            exe,
-            _argv: argv,
-            _envp: envp,
-        })
-    }
-}
-
-/// What the child of [`spawn_init`] does between `clone` and `execve`.
-pub(crate) struct ChildSetup<'a> {
-    /// `CLONE_NEW*` flags for the clone.
-    pub flags: libc::c_int,
-    pub exec: &'a InitExec,
-    /// Descriptors the child keeps across exec (sync socket, console socket).
-    pub keep_fds: &'a [RawFd],
-    /// `3 + --preserve-fds`: every other descriptor from here up is closed by the exec of
-    /// `hull init` (the caller's inherited ones must not live on in a created container).
-    pub first_unpreserved_fd: RawFd,
-    /// Descriptors (all above 2) that become the child's stdin, stdout and stderr; None
-    /// keeps the caller's own.
-    pub stdio: Option<[RawFd; 3]>,
-    /// Wait for one byte here (the id maps are written), then become root of the new
-    /// user namespace.
-    pub wait_for_maps_on: Option<RawFd>,
-}
-
-/// clone(2) the container's init and exec `hull init` in it.
-///
-/// The child runs only async-signal-safe system calls until execve: set the parent-death
-/// signal (so a killed `create` takes init with it), wait for the id maps when it is in a
-/// new user namespace and become its root, install its stdio, mark every descriptor above
-/// the preserved ones close-on-exec except the ones init needs (so the caller's inherited
-/// descriptors never reach init), make those survive exec.
-pub(crate) fn spawn_init(setup: &ChildSetup<'_>) -> Result<Pid, Error> {
-    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of our
-    // address space and runs `child_after_clone`, which never returns.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (setup.flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    match rc {
-        -1 => Err(Error::Sys {
-            what: "clone of container init".into(),
-            source: nix::Error::last(),
-        }),
-        0 => child_after_clone(setup),
-        pid => Ok(Pid::from_raw(pid as i32)),
-    }
-}
-
-fn child_after_clone(setup: &ChildSetup<'_>) -> ! {
-    // SAFETY: only async-signal-safe system calls on memory prepared before the clone.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if let Some(fd) = setup.wait_for_maps_on {
-            let mut b = 0u8;
-            if libc::read(fd, (&mut b as *mut u8).cast(), 1) != 1 {
-                libc::_exit(EXIT_NO_MAPS);
-            }
-            if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
-                || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
-            {
-                libc::_exit(EXIT_ROOT_UNMAPPED);
-            }
-        }
-        if let Some(stdio) = setup.stdio {
-            for (target, fd) in stdio.into_iter().enumerate() {
-                if libc::dup2(fd, target as libc::c_int) < 0 {
-                    libc::_exit(EXIT_STDIO);
-                }
-            }
-        }
-        let _ = crate::fds::mark_cloexec_from(setup.first_unpreserved_fd);
-        for &fd in setup.keep_fds {
-            libc::fcntl(fd, libc::F_SETFD, 0);
-        }
-        libc::syscall(
-            libc::SYS_execveat,
-            setup.exec.exe.as_raw_fd(),
-            c"".as_ptr(),
-            setup.exec.argv_ptrs.as_ptr(),
-            setup.exec.envp_ptrs.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
-        libc::_exit(EXIT_EXEC)
-    }
-}
-
-// Exit codes of the child between clone and exec (it can only _exit), explained by
-// `describe_end`.
-const EXIT_NO_MAPS: libc::c_int = 101;
-const EXIT_ROOT_UNMAPPED: libc::c_int = 102;
-const EXIT_STDIO: libc::c_int = 103;
-const EXIT_EXEC: libc::c_int = 127;
-/// Init failed and neither the sync socket nor stderr took its message.
-pub(crate) const EXIT_ERROR_UNREPORTED: libc::c_int = 104;
-
-/// Duplicates of the caller-given stdio descriptors numbered at least `min`, so the child's
-/// dup2 onto 0-2 can never overwrite one it still needs.
-pub(crate) fn stdio_above(
-    stdio: Option<[RawFd; 3]>,
-    min: i32,
-) -> Result<Option<[OwnedFd; 3]>, Error> {
-    let Some(fds) = stdio else {
-        return Ok(None);
-    };
-    let dup = |fd: RawFd| {
-        // SAFETY: the caller guarantees the descriptor stays open during the call.
-        dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, min)
-    };
-    Ok(Some([dup(fds[0])?, dup(fds[1])?, dup(fds[2])?]))
-}
-
-pub(crate) fn stdio_raw(fds: &Option<[OwnedFd; 3]>) -> Option<[RawFd; 3]> {
-    fds.as_ref()
-        .map(|f| [f[0].as_raw_fd(), f[1].as_raw_fd(), f[2].as_raw_fd()])
 }
 
 #[cfg(test)]

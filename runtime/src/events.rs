@@ -220,7 +220,7 @@ impl Runtime {
         }
         let mut watch = OomWatcher::new(&cg);
         loop {
-            if !crate::container::process_alive(saved.pid, saved.pid_start_time) {
+            if !crate::process::process_alive(saved.pid, saved.pid_start_time) {
                 return Ok(());
             }
             let seen = match &mut watch {
@@ -245,7 +245,7 @@ impl Runtime {
             match stats_line(id, &cg) {
                 Ok(line) => write(out, line)?,
                 // The container may have gone between the liveness check and the read.
-                Err(e) if !crate::container::process_alive(saved.pid, saved.pid_start_time) => {
+                Err(e) if !crate::process::process_alive(saved.pid, saved.pid_start_time) => {
                     tracing::debug!("{e}");
                     return Ok(());
                 }

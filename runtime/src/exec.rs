@@ -2,9 +2,8 @@
 //! namespaces around the `clone` (as `create` does for joined ones) and puts the child in
 //! the container's cgroup; the child execs `hull init`, which joins the container's user
 //! and mount namespaces (so it stands at the container's root), applies the process spec
-//! and execs the command.
+//! and execs the command (the container side is `hull_inside::sequence`).
 
-use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -14,15 +13,14 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
-use crate::container::{
-    describe_end, dup_above, hook_state, io, load_state, reap, spawn_init, status_of, stdio_above,
-    stdio_raw, ChildSetup, Error, InitExec, Runtime, Status,
+use crate::container::{hook_state, io, load_state, status_of, Error, Runtime, Status};
+use crate::spawn::{
+    describe_end, dup_above, reap, spawn_init, stdio_above, stdio_raw, ChildSetup, InitExec,
 };
-use crate::init::{self, InitError, Never};
-use crate::namespaces::{self, ChildNamespaceGuard, NsKind};
 use crate::state::{self, ContainerDir};
-use crate::sync::{self, ExecPlan, FromInit, ToInit};
-use crate::{process_setup, seccomp, terminal};
+use hull_inside::namespaces::{self, ChildNamespaceGuard, NsKind};
+use hull_inside::sync::{self, ExecPlan, FromInit, ToInit};
+use hull_inside::terminal;
 
 /// Namespaces the parent enters for the clone; user and mount are joined by init.
 const PARENT_JOINS: [NsKind; 6] = [
@@ -133,7 +131,7 @@ impl Runtime {
                 process.set_selinux_label(cp.selinux_label().clone());
             }
         }
-        crate::lsm::check_process(&process, crate::lsm::Host::probe())?;
+        hull_inside::lsm::check_process(&process, hull_inside::lsm::Host::probe())?;
         let joins = namespaces::differing(saved.pid, &PARENT_JOINS);
         let join_user = namespaces::differing(saved.pid, &[NsKind::User])
             .pop()
@@ -223,67 +221,8 @@ impl Runtime {
         if opts.detach {
             return Ok(0);
         }
-        crate::wait::wait_for_container(pid, master)
+        crate::wait::wait_for_container(pid, master).map_err(Error::from)
     }
-}
-
-/// The container side: `hull init` receiving an [`ExecPlan`].
-pub(crate) fn run_in_container(sock: &mut UnixStream, plan: ExecPlan) -> Result<Never, InitError> {
-    // Open both namespace files before entering either: after the user namespace we may
-    // no longer be allowed to open the host's /proc entries.
-    let open = |p: &PathBuf| {
-        File::open(p).map_err(|e| InitError::Io {
-            what: format!("opening {p:?}"),
-            source: e,
-        })
-    };
-    let user = plan.join_user.as_ref().map(open).transpose()?;
-    // The agent (a host path) is connected before entering the container.
-    let filter = plan
-        .seccomp
-        .clone()
-        .map(|c| seccomp::prepare_compiled(c, &plan.oci_version))
-        .transpose()?;
-    let mount = open(&plan.join_mount)?;
-    if let Some(user) = &user {
-        nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
-            .map_err(init::sys("joining the container's user namespace"))?;
-        init::become_root_in_user_ns()?;
-    }
-    // Entering the mount namespace also sets our root and cwd to the container's root.
-    nix::sched::setns(mount.as_fd(), CloneFlags::CLONE_NEWNS)
-        .map_err(init::sys("joining the container's mount namespace"))?;
-    drop((user, mount));
-
-    let process = &plan.process;
-    let cwd = process.cwd();
-    nix::unistd::chdir(cwd).map_err(init::sys(format!("process.cwd {cwd:?}")))?;
-    // CVE-2024-21626: never start inside a host directory reached through a descriptor.
-    init::verify_cwd_inside(cwd)?;
-    let env = init::container_env(process);
-    let args = process.args().clone().unwrap_or_default();
-    let arg0 = args
-        .first()
-        .ok_or_else(|| InitError::Invalid("process.args is empty".into()))?;
-    let exe = process_setup::find_executable(arg0, &env, cwd)?;
-    let exec = init::ExecArgs::new(&exe, &args, &env)?;
-    if process.terminal().unwrap_or(false) {
-        init::setup_console(plan.console_fd)?;
-    }
-    // --apparmor / --process-label (or the container's own labels, see `Runtime::exec`).
-    crate::lsm::apply_exec_labels(&crate::lsm::AttrDir::proc_self(), process)?;
-    // Before a seccomp filter (which may not allow close_range) is loaded.
-    init::close_fds_on_exec(3 + plan.preserve_fds)?;
-    let filter =
-        seccomp::apply_process(process, plan.personality.as_ref(), filter, &plan.state_json)?;
-    // `hull exec --detach` exits after Ready; the process must outlive it.
-    nix::sys::prctl::set_pdeathsig(None).map_err(init::sys("clearing the parent-death signal"))?;
-    sync::send(sock, &FromInit::Ready)?;
-    init::drop_sync_socket(sock);
-    if let Some(filter) = filter {
-        filter.activate(&plan.state_json)?;
-    }
-    Err(exec.exec())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::rootfs::mount_options::{RecAttr, MOUNT_ATTR_RDONLY};
+use hull_inside::rootfs::mount_options::{RecAttr, MOUNT_ATTR_RDONLY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealedExeError {
@@ -59,7 +59,7 @@ fn read_only_clone(path: &Path) -> std::io::Result<OwnedFd> {
         set: MOUNT_ATTR_RDONLY,
         clear: 0,
     };
-    crate::rootfs::mounts::mount_setattr_recursive(fd.as_fd(), attr)
+    hull_inside::rootfs::mounts::mount_setattr_recursive(fd.as_fd(), attr)
         .map_err(std::io::Error::from)?;
     Ok(fd)
 }

@@ -9,8 +9,19 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::container::Error;
-use crate::terminal;
+use hull_inside::terminal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("container init: {0}")]
+    Init(String),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+}
 
 /// Signals hull passes on to the container instead of acting on them itself: every one
 /// runc forwards, less what hull handles (SIGCHLD, SIGWINCH), faults that must stay
@@ -58,7 +69,7 @@ impl Drop for MaskGuard {
 }
 
 /// Wait for `pid` to exit and return its status the way a shell reports it.
-pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Error> {
+pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, WaitError> {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
@@ -68,14 +79,14 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
     let set = with_realtime(set);
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(
-        |source| Error::Sys {
+        |source| WaitError::Sys {
             what: "sigprocmask".into(),
             source,
         },
     )?;
     let _restore = MaskGuard(old);
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(
-        |source| Error::Sys {
+        |source| WaitError::Sys {
             what: "signalfd".into(),
             source,
         },
@@ -117,7 +128,7 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
             Ok(_) => {}
             Err(nix::Error::EINTR) => continue,
             Err(source) => {
-                return Err(Error::Sys {
+                return Err(WaitError::Sys {
                     what: "poll".into(),
                     source,
                 })
@@ -140,7 +151,7 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
                     // Everything else in the mask: the forwarded signals, real-time ones
                     // included.
                     Ok(signo) => {
-                        if let Err(e) = crate::container::send_signal(pid, signo) {
+                        if let Err(e) = crate::process::send_signal(pid, signo) {
                             tracing::debug!("forwarding signal {signo} to {pid}: {e}");
                         }
                     }
@@ -166,11 +177,11 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Erro
     }
 }
 
-fn pidfd_open(pid: Pid) -> Result<OwnedFd, Error> {
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, WaitError> {
     // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
-        return Err(Error::Sys {
+        return Err(WaitError::Sys {
             what: format!("pidfd_open({pid})"),
             source: nix::Error::last(),
         });
@@ -180,15 +191,15 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, Error> {
 }
 
 /// The exit status of `pid` if it has exited: its code, or 128+signal.
-fn reap(pid: Pid) -> Result<Option<i32>, Error> {
+fn reap(pid: Pid) -> Result<Option<i32>, WaitError> {
     match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
         Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(128 + sig as i32)),
         Ok(_) => Ok(None),
-        Err(nix::Error::ECHILD) => Err(Error::Init(format!(
+        Err(nix::Error::ECHILD) => Err(WaitError::Init(format!(
             "container init {pid} is not our child"
         ))),
-        Err(source) => Err(Error::Sys {
+        Err(source) => Err(WaitError::Sys {
             what: "waitpid".into(),
             source,
         }),

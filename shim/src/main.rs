@@ -16,7 +16,7 @@ mod stdio;
 
 fn main() {
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("init")) {
-        hull_runtime::init::run();
+        hull_inside::init::run();
     }
     logging::init();
     containerd_shim::run::<shim::HullShim>(shim::RUNTIME_ID, None);

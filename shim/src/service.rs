@@ -380,12 +380,12 @@ impl Service {
             )));
         }
         hull_runtime::container::check_signal(signal)?;
-        hull_runtime::container::send_signal(nix::unistd::Pid::from_raw(p.pid), signal).map_err(
-            |e| match e {
+        hull_runtime::process::send_signal(nix::unistd::Pid::from_raw(p.pid), signal).map_err(|e| {
+            match e {
                 nix::Error::ESRCH => ShimError::Finished,
                 e => crate::error::sys(format!("kill {}", p.pid))(e),
-            },
-        )
+            }
+        })
     }
 
     fn do_exec(&self, req: &api::ExecProcessRequest) -> Result<()> {

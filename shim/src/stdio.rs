@@ -286,7 +286,7 @@ impl ConsoleSocket {
         stream
             .set_nonblocking(false)
             .map_err(io("console connection"))?;
-        hull_runtime::terminal::recv_fd(stream.as_fd())
+        hull_inside::terminal::recv_fd(stream.as_fd())
             .map_err(|e| hull_runtime::container::Error::Terminal(e).into())
     }
 }

@@ -620,7 +620,7 @@ struct MountAttr {
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr)`: the recursive `r*` options.
-pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, attr: RecAttr) -> Result<(), Errno> {
+pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, attr: RecAttr) -> Result<(), Errno> {
     let ma = MountAttr {
         attr_set: attr.set,
         attr_clr: attr.clear,

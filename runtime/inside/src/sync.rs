@@ -9,6 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The environment variable naming init's end of the sync socket.
+pub const INIT_FD_ENV: &str = "_HULL_INIT_FD";
+
 /// Frames larger than this are refused: a message is a config plus a little state.
 const MAX_FRAME: u32 = 16 << 20;
 

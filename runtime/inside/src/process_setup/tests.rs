@@ -216,47 +216,6 @@ fn find_executable_follows_symlinks() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// passwd / HOME
-
-const PASSWD: &str = "\
-root:x:0:0:root:/root:/bin/bash
-# a comment
-broken line
-daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
-nohome:x:7:7:::/bin/sh
-user:x:1000:1000:User,,,:/home/user:/bin/sh
-dup:x:1000:1000::/home/dup:/bin/sh
-";
-
-#[test]
-fn home_for_uid_in_parses_passwd() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("passwd");
-    fs::write(&p, PASSWD).unwrap();
-    assert_eq!(home_for_uid_in(&p, 0).as_deref(), Some("/root"));
-    assert_eq!(home_for_uid_in(&p, 1).as_deref(), Some("/usr/sbin"));
-    assert_eq!(home_for_uid_in(&p, 1000).as_deref(), Some("/home/user"));
-    assert_eq!(home_for_uid_in(&p, 7), None);
-    assert_eq!(home_for_uid_in(&p, 4242), None);
-    assert_eq!(home_for_uid_in(&dir.path().join("missing"), 0), None);
-}
-
-#[test]
-fn ensure_home_adds_home_only_when_missing_or_empty() {
-    let mut e = env(&["PATH=/bin"]);
-    ensure_home_with(&mut e, || Some("/home/u".into()));
-    assert_eq!(e, env(&["PATH=/bin", "HOME=/home/u"]));
-
-    let mut e = env(&["HOME=/x"]);
-    ensure_home_with(&mut e, || panic!("must not look up"));
-    assert_eq!(e, env(&["HOME=/x"]));
-
-    let mut e = env(&["HOME="]);
-    ensure_home_with(&mut e, || None);
-    assert_eq!(e, env(&["HOME=/"]));
-}
-
-// ---------------------------------------------------------------------------------------------
 // conversions and validation (no privileges needed)
 
 #[test]

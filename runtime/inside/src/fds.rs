@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 /// Mark every descriptor from `first` up close-on-exec. Async-signal-safe.
-pub(crate) fn mark_cloexec_from(first: RawFd) -> io::Result<()> {
+pub fn mark_cloexec_from(first: RawFd) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags of this process.
     let rc = unsafe {
