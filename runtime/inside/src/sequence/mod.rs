@@ -3,8 +3,6 @@
 //! (`hull init`: its parent, `hull create`/`hull exec`, over the sync socket), and
 //! [`System`], the steps that need root or namespaces (so the order can be unit-tested).
 //!
-//! the set-up work (the forked child before it did nothing but async-signal-safe calls).
-//!
 //! Order (runc's): seccomp agent connect (the filter was compiled by `create`) → join user ns → unshare the rest →
 //! loopback up (new network namespace) → keyring → hostname → rootfs prepare → [parent runs
 //! prestart/createRuntime hooks] → createContainer hooks → pivot → sysctl → console →
