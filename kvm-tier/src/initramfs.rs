@@ -17,6 +17,8 @@ enum Content {
     Bytes(Vec<u8>),
     /// A host file, read when the archive is written (large files are not held in memory).
     File(PathBuf),
+    /// A symbolic link to this target.
+    Symlink(String),
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +106,57 @@ impl Initramfs {
         self
     }
 
+    /// Adds a symbolic link `dest` pointing at `target`.
+    pub fn symlink(&mut self, dest: &str, target: &str) -> &mut Self {
+        let k = key(dest);
+        if let Some((parent, _)) = k.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.entries.insert(
+            k,
+            Entry {
+                mode: 0o120777,
+                content: Content::Symlink(target.to_string()),
+            },
+        );
+        self
+    }
+
+    /// Adds the host directory tree `src` (directories, regular files with their modes,
+    /// symbolic links) under `dest`. Other file types are refused by name.
+    pub fn tree(&mut self, dest: &str, src: &Path) -> Result<&mut Self, InitramfsError> {
+        use std::os::unix::fs::PermissionsExt;
+        self.dir(dest);
+        let rd = fs::read_dir(src).map_err(|e| InitramfsError::Read(src.to_path_buf(), e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| InitramfsError::Read(src.to_path_buf(), e))?;
+            let path = entry.path();
+            let meta =
+                fs::symlink_metadata(&path).map_err(|e| InitramfsError::Read(path.clone(), e))?;
+            let name = entry.file_name();
+            let sub = format!("{}/{}", key(dest), name.to_string_lossy());
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                let target =
+                    fs::read_link(&path).map_err(|e| InitramfsError::Read(path.clone(), e))?;
+                self.symlink(&sub, &target.to_string_lossy());
+            } else if ft.is_dir() {
+                self.tree(&sub, &path)?;
+            } else if ft.is_file() {
+                self.file(&sub, &path, meta.permissions().mode());
+            } else {
+                return Err(InitramfsError::Read(
+                    path,
+                    io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "not a file, directory or symlink",
+                    ),
+                ));
+            }
+        }
+        Ok(self)
+    }
+
     /// Adds the executable `src` as `dest` and every shared library `ldd` lists for it at
     /// the same absolute path (the loader included), so it runs inside the archive.
     pub fn binary(&mut self, dest: &str, src: &Path) -> Result<&mut Self, InitramfsError> {
@@ -152,6 +205,7 @@ impl Initramfs {
             Content::Dir => Ok(Vec::new()),
             Content::Bytes(b) => Ok(b.clone()),
             Content::File(p) => fs::read(p).map_err(|e| InitramfsError::Read(p.clone(), e)),
+            Content::Symlink(t) => Ok(t.as_bytes().to_vec()),
         }
     }
 
@@ -202,6 +256,12 @@ impl Initramfs {
             let werr = |err| InitramfsError::Write(dest.clone(), err);
             match &e.content {
                 Content::Dir => fs::create_dir_all(&dest).map_err(werr)?,
+                Content::Symlink(target) => {
+                    if let Some(p) = dest.parent() {
+                        fs::create_dir_all(p).map_err(werr)?;
+                    }
+                    std::os::unix::fs::symlink(target, &dest).map_err(werr)?;
+                }
                 c => {
                     if let Some(p) = dest.parent() {
                         fs::create_dir_all(p).map_err(werr)?;
@@ -295,6 +355,51 @@ mod tests {
                 ("empty".into(), 0o040755)
             ]
         );
+    }
+
+    #[test]
+    fn tree_keeps_symlinks_and_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("bin")).unwrap();
+        fs::write(src.path().join("bin/busybox"), b"bb").unwrap();
+        fs::set_permissions(
+            src.path().join("bin/busybox"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("busybox", src.path().join("bin/sh")).unwrap();
+        let mut p = Initramfs::new();
+        p.tree("/rootfs", src.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        p.write_tree(out.path()).unwrap();
+        let sh = out.path().join("rootfs/bin/sh");
+        assert_eq!(fs::read_link(&sh).unwrap(), Path::new("busybox"));
+        let mode = fs::metadata(out.path().join("rootfs/bin/busybox"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let cpio = out.path().join("x.cpio");
+        p.write_cpio(&cpio).unwrap();
+        let data = fs::read(&cpio).unwrap();
+        let mut rest: &[u8] = &data;
+        let mut found = false;
+        loop {
+            let mut r = cpio::NewcReader::new(rest).unwrap();
+            if r.entry().is_trailer() {
+                break;
+            }
+            let (name, mode) = (r.entry().name().to_string(), r.entry().mode());
+            let mut content = Vec::new();
+            io::Read::read_to_end(&mut r, &mut content).unwrap();
+            if name == "rootfs/bin/sh" {
+                assert_eq!((mode, content.as_slice()), (0o120777, &b"busybox"[..]));
+                found = true;
+            }
+            rest = r.finish().unwrap();
+        }
+        assert!(found);
     }
 
     #[test]
