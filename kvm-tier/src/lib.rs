@@ -16,6 +16,8 @@ pub mod config;
 pub mod cpuid;
 pub mod devices;
 pub mod exit;
+pub mod guest_image;
+pub mod initramfs;
 pub mod layout;
 pub mod memory;
 pub mod seccomp;

@@ -4,7 +4,8 @@
 //! - [`load_bundle`] reads, parses and validates a bundle; [`validate`] checks a parsed spec.
 //! - [`validate_container_id`], [`signal`] parse what the CLI is given.
 //! - [`defaults`] is `hull spec`, [`features`] is `hull features`.
-//! - [`annotations`] holds hull's own annotations (`io.hull.isolation`).
+//! - [`annotations`] holds hull's own annotations (`io.hull.isolation`); [`vm`] sizes a VM
+//!   container's guest and refuses what the VM tier cannot carry out.
 
 pub mod annotations;
 mod bundle;
@@ -16,6 +17,7 @@ pub mod json;
 pub mod seccomp_default;
 pub mod signal;
 pub mod validate;
+pub mod vm;
 
 pub use oci_spec::runtime::Spec;
 

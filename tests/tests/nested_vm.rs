@@ -11,22 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hull_tests::nested::{host_kvm_boots_linux, GuestKernel, Mode, Payload, Plan, Report, Skip};
+use hull_tests::nested::{
+    guest_kernel, host_kvm_boots_linux, GuestKernel, Initramfs, Mode, Plan, Report, Skip,
+};
 use hull_tests::skip::skipped;
-
-/// Modules L2 loads, in dependency order (from the kernel's modules.dep).
-const L2_MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_mmio",
-    "fuse",
-    "virtiofs",
-    "vsock",
-    "vmw_vsock_virtio_transport_common",
-    "vmw_vsock_virtio_transport",
-    "pvpanic",
-    "pvpanic-mmio",
-];
 
 const L2_INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -201,7 +189,7 @@ fn workspace_bin(name: &str, env: &str) -> PathBuf {
 
 /// L2's initramfs.
 fn l2_initramfs(kernel: &GuestKernel, probe: &Path, dir: &Path) -> Result<PathBuf, String> {
-    let mut p = Payload::new();
+    let mut p = Initramfs::new();
     p.file("bin/busybox", Path::new("/bin/busybox"), 0o755);
     p.binary("bin/hull-vsock-probe", probe)
         .map_err(|e| e.to_string())?;
@@ -210,14 +198,20 @@ fn l2_initramfs(kernel: &GuestKernel, probe: &Path, dir: &Path) -> Result<PathBu
     ] {
         p.dir(d);
     }
+    // The VM tier's own module set and load order (from each module's .modinfo), as a VM
+    // container's guest image gets it.
     let mut order = String::new();
-    for m in L2_MODULES {
-        // pvpanic-mmio may be missing from other kernels; the panic scenario then says so.
-        if let Ok(path) = kernel.module(m) {
-            p.file(&format!("mods/{m}.ko"), &path, 0o644);
-            order.push_str(m);
-            order.push('\n');
-        }
+    let modules = kernel
+        .modules_in_load_order(hull_kvm::guest_image::AGENT_MODULES)
+        .map_err(|e| e.to_string())?;
+    for path in modules {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| format!("module file name {}", path.display()))?;
+        p.file(&format!("mods/{stem}.ko"), &path, 0o644);
+        order.push_str(stem);
+        order.push('\n');
     }
     p.bytes("mods/order", order, 0o644);
     p.bytes("init", L2_INIT, 0o755);
@@ -230,7 +224,7 @@ fn l2_initramfs(kernel: &GuestKernel, probe: &Path, dir: &Path) -> Result<PathBu
 }
 
 fn build_plan() -> Result<Plan, Skip> {
-    let kernel = GuestKernel::find().map_err(Skip)?;
+    let kernel = guest_kernel().map_err(Skip)?;
     let vmm = workspace_bin("hull-vmm", "HULL_VMM");
     if !vmm.is_file() {
         panic!("{} missing: cargo build --workspace --bins", vmm.display());

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hull_tests::nested::{GuestKernel, Mode, Payload, Plan};
+use hull_tests::nested::{guest_kernel, Initramfs, Mode, Plan};
 
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/hull-boot-timer
@@ -117,7 +117,7 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
-    let kernel = GuestKernel::find()?;
+    let kernel = guest_kernel()?;
     if !vmm.is_file() {
         return Err(format!(
             "{} missing (cargo build --release -p hull-kvm)",
@@ -125,7 +125,7 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
         ));
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut l2 = Payload::new();
+    let mut l2 = Initramfs::new();
     l2.file("bin/busybox", Path::new("/bin/busybox"), 0o755)
         .dir("proc")
         .dir("dev");

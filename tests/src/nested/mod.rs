@@ -3,7 +3,7 @@
 //!
 //! QEMU with TCG emulates AMD-V (`-M q35,accel=tcg -cpu max`); in that L1 guest the guest
 //! kernel's own `irqbypass`, `kvm`, `kvm-amd` modules give a real `/dev/kvm`, and `hull-vmm`
-//! boots L2 guests there. A [`Plan`] is a set of files (a [`Payload`]) and named shell
+//! boots L2 guests there. A [`Plan`] is a set of files (a [`Initramfs`]) and named shell
 //! steps; [`Plan::run`] boots one L1 for all of them and returns each step's exit status and
 //! output.
 //!
@@ -23,9 +23,8 @@
 //! the temp dir on the host), run in an empty scratch directory, and must not assume
 //! anything else of the machine.
 
-mod payload;
-
-pub use payload::{shared_libraries, Payload, PayloadError};
+pub use hull_kvm::guest_image::GuestKernel;
+pub use hull_kvm::initramfs::{shared_libraries, Initramfs, InitramfsError};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,86 +32,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The guest kernel's package layout, as `dev/guest-kernel` unpacks it.
-pub struct GuestKernel {
-    /// The bzImage.
-    pub vmlinuz: PathBuf,
-    /// `lib/modules/<version>`.
-    pub modules: PathBuf,
-}
-
-impl GuestKernel {
-    /// `$HULL_TEST_KERNEL` (a vmlinuz inside an unpacked package tree), else the cache of
-    /// `dev/guest-kernel`. `Err` says why there is none.
-    pub fn find() -> Result<Self, String> {
-        let vmlinuz = match std::env::var_os("HULL_TEST_KERNEL").filter(|v| !v.is_empty()) {
-            Some(v) => PathBuf::from(v),
-            None => {
-                let boot = Path::new("/var/cache/hull/guest-kernel/boot");
-                let mut found: Vec<PathBuf> = fs::read_dir(boot)
-                    .map_err(|e| {
-                        format!(
-                            "no guest kernel ({}: {e}); run dev/guest-kernel",
-                            boot.display()
-                        )
-                    })?
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("vmlinuz-"))
-                    })
-                    .collect();
-                found.sort();
-                found.pop().ok_or("no guest kernel: run dev/guest-kernel")?
-            }
-        };
-        let name = vmlinuz
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let version = name
-            .strip_prefix("vmlinuz-")
-            .ok_or_else(|| format!("{} is not named vmlinuz-<version>", vmlinuz.display()))?;
-        let root = vmlinuz
-            .parent()
-            .and_then(Path::parent)
-            .ok_or("kernel path has no package root")?;
-        let modules = [
-            root.join("lib/modules").join(version),
-            root.join("usr/lib/modules").join(version),
-        ]
-        .into_iter()
-        .find(|p| p.is_dir())
-        .ok_or_else(|| format!("no modules for {version} next to {}", vmlinuz.display()))?;
-        Ok(Self { vmlinuz, modules })
+/// The guest kernel: `$HULL_TEST_KERNEL` (a vmlinuz inside an unpacked package tree), else
+/// the cache of `dev/guest-kernel`. `Err` says why there is none.
+pub fn guest_kernel() -> Result<GuestKernel, String> {
+    match std::env::var_os("HULL_TEST_KERNEL").filter(|v| !v.is_empty()) {
+        Some(v) => GuestKernel::at(Path::new(&v)),
+        None => GuestKernel::find_in(Path::new(hull_kvm::guest_image::KERNEL_CACHE)),
     }
-
-    /// The path of module `name` (e.g. `kvm-amd`), uncompressed.
-    pub fn module(&self, name: &str) -> Result<PathBuf, String> {
-        let file = format!("{name}.ko");
-        find_file(&self.modules.join("kernel"), &file).ok_or_else(|| {
-            format!(
-                "module {file} not found under {} (compressed modules are not supported)",
-                self.modules.display()
-            )
-        })
-    }
-}
-
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for e in fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find_file(&p, name) {
-                return Some(f);
-            }
-        } else if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
-        }
-    }
-    None
+    .map_err(|e| e.to_string())
 }
 
 /// Whether this host's own KVM boots a standard kernel, so no nesting is needed: `/dev/kvm`
@@ -207,7 +134,7 @@ pub struct Skip(pub String);
 #[derive(Debug, Default)]
 pub struct Plan {
     /// Files the steps use, under `/nested/...` by convention.
-    pub payload: Payload,
+    pub payload: Initramfs,
     steps: Vec<Step>,
     /// vCPUs of L1 (TCG runs one host thread per vCPU).
     pub l1_cpus: u32,
@@ -222,7 +149,7 @@ impl Plan {
     /// An empty plan: 1 vCPU and 3 GiB per L1 (one L1 per lane, each with a host core).
     pub fn new() -> Self {
         Self {
-            payload: Payload::new(),
+            payload: Initramfs::new(),
             steps: Vec::new(),
             l1_cpus: 1,
             l1_mem_mib: 3072,
@@ -375,7 +302,7 @@ impl Plan {
         None
     }
 
-    fn l1_payload(&self, kernel: &GuestKernel, nonce: &str) -> Result<Payload, Skip> {
+    fn l1_payload(&self, kernel: &GuestKernel, nonce: &str) -> Result<Initramfs, Skip> {
         let mut p = self.payload.clone();
         p.file("bin/busybox", Path::new(crate::skip::BUSYBOX), 0o755);
         for d in [
@@ -384,7 +311,7 @@ impl Plan {
             p.dir(d);
         }
         for m in ["irqbypass", "kvm", "kvm-amd"] {
-            let path = kernel.module(m).map_err(Skip)?;
+            let path = kernel.module(m).map_err(|e| Skip(e.to_string()))?;
             p.file(&format!("nested/l1-mods/{m}.ko"), &path, 0o644);
         }
         let mut order = String::new();
@@ -410,7 +337,7 @@ impl Plan {
         if let Some(r) = Self::nested_skip_reason() {
             return Err(Skip(r));
         }
-        let kernel = GuestKernel::find().map_err(Skip)?;
+        let kernel = guest_kernel().map_err(Skip)?;
         let start = Instant::now();
         // The nonce is in the cached runner script, so it only needs to be unlikely in
         // step output, not secret.
@@ -688,18 +615,18 @@ fn parse_results(text: &str, nonce: &str, console: String) -> Result<Report, Ski
 }
 
 /// Packs `payload` into the cache (once per content) and returns the archive's path.
-fn cached_cpio(payload: &Payload) -> Result<PathBuf, PayloadError> {
+fn cached_cpio(payload: &Initramfs) -> Result<PathBuf, InitramfsError> {
     let dir = std::env::var_os("HULL_NESTED_CACHE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/hull/nested"));
-    fs::create_dir_all(&dir).map_err(|e| PayloadError::Write(dir.clone(), e))?;
+    fs::create_dir_all(&dir).map_err(|e| InitramfsError::Write(dir.clone(), e))?;
     let hash = payload.content_hash()?;
     let path = dir.join(format!("l1-{}.cpio", &hash[..16]));
     if !path.exists() {
         let tmp = dir.join(format!(".l1-{}.{}.tmp", &hash[..16], std::process::id()));
         payload.write_cpio(&tmp)?;
-        fs::rename(&tmp, &path).map_err(|e| PayloadError::Write(path.clone(), e))?;
+        fs::rename(&tmp, &path).map_err(|e| InitramfsError::Write(path.clone(), e))?;
         prune_cache(&dir, 3);
     }
     Ok(path)
