@@ -509,7 +509,7 @@ pub fn restore(rt: &Runtime, id: &str, opts: &RestoreOptions) -> Result<i32, Che
     hull_specs::validate_container_id(id).map_err(Error::from)?;
     let bundle = hull_specs::load_bundle(&opts.bundle).map_err(Error::from)?;
     let spec = &bundle.spec;
-    crate::container::refuse_vm_isolation(spec)?;
+    crate::container::refuse_vm(spec, "restore")?;
     let terminal = spec
         .process()
         .as_ref()

@@ -60,9 +60,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
-    /// `io.hull.isolation=vm` asked for a VM boundary that this build cannot give yet.
-    #[error("config.json: annotations[\"io.hull.isolation\"] is \"vm\", but this hull cannot run VM containers yet; refusing rather than running the container on the shared host kernel")]
-    VmUnavailable,
+    /// A VM container that cannot be had (the config, the image, KVM, virtiofsd).
+    #[error(transparent)]
+    Vm(#[from] crate::vm::VmError),
+    /// An operation VM containers do not support.
+    #[error("{op} is not supported for VM containers (io.hull.isolation=vm)")]
+    NotForVm { op: &'static str },
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -187,13 +190,13 @@ enum Console {
     Relay { ours: OwnedFd, theirs: OwnedFd },
 }
 
-/// A container that asks for the VM tier must never fall back to the shared kernel: until the
-/// VM path carries it out, `create` (and `restore`) refuse it by name.
-pub(crate) fn refuse_vm_isolation(spec: &hull_specs::Spec) -> Result<(), Error> {
-    match hull_specs::annotations::isolation(spec)? {
-        hull_specs::annotations::Isolation::Vm => Err(Error::VmUnavailable),
-        hull_specs::annotations::Isolation::Container => Ok(()),
+/// Operations that VM containers do not support refuse them by name instead of acting on
+/// the VMM as if it were the workload.
+pub(crate) fn refuse_vm(spec: &hull_specs::Spec, op: &'static str) -> Result<(), Error> {
+    if crate::vm::wanted(spec)? {
+        return Err(Error::NotForVm { op });
     }
+    Ok(())
 }
 
 impl Runtime {
@@ -207,7 +210,6 @@ impl Runtime {
         check_preserve_fds(opts.preserve_fds)?;
         let mut bundle = hull_specs::load_bundle(&opts.bundle)?;
         let spec = &bundle.spec;
-        refuse_vm_isolation(spec)?;
         // LSM labels the host cannot apply are refused now, not silently dropped.
         hull_inside::lsm::check_spec(spec, hull_inside::lsm::Host::probe())?;
         let terminal = spec
@@ -264,6 +266,12 @@ impl Runtime {
         let spec = &bundle.spec;
         let ns_plan = NamespacePlan::from_spec(spec)?;
         let seccomp = self.compile_seccomp(spec)?;
+        // io.hull.isolation=vm: everything the VM needs is checked now; init becomes the VMM.
+        let vm_plan = if crate::vm::wanted(spec)? {
+            Some(crate::vm::plan(spec, &dir.path, opts.preserve_fds)?)
+        } else {
+            None
+        };
         let fifo = dir.fifo_path();
         make_fifo(&fifo)?;
 
@@ -289,7 +297,18 @@ impl Runtime {
         } else {
             None
         };
-        let exec = InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?;
+        let exec = match &vm_plan {
+            Some(vp) => InitExec::command(
+                self.init_binary.as_deref(),
+                init_fd.as_raw_fd(),
+                "vm-init",
+                &[(
+                    crate::vm::PLAN_ENV,
+                    serde_json::to_string(vp).map_err(|e| Error::Init(e.to_string()))?,
+                )],
+            )?,
+            None => InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?,
+        };
         let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
             .chain(console_child_fd.as_ref().map(|f| f.as_raw_fd()))
             .chain(fifo_child_fd.as_ref().map(|f| f.as_raw_fd()))

@@ -161,7 +161,20 @@ impl Runtime {
             .as_ref()
             .map(|c| dup_above(c.as_fd(), min_fd))
             .transpose()?;
-        let exec = InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?;
+        // A VM container's processes run in its guest: `hull vm-exec` asks the agent.
+        let exec = if crate::vm::wanted(&saved.config)? {
+            InitExec::command(
+                self.init_binary.as_deref(),
+                init_fd.as_raw_fd(),
+                "vm-exec",
+                &[(
+                    crate::vm::exec::SOCKET_ENV,
+                    dir.path.join(crate::vm::AGENT_SOCKET).display().to_string(),
+                )],
+            )?
+        } else {
+            InitExec::new(self.init_binary.as_deref(), init_fd.as_raw_fd())?
+        };
         let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
             .chain(console_child.as_ref().map(|f| f.as_raw_fd()))
             .collect();

@@ -16,6 +16,7 @@ pub mod seccomp;
 pub mod spawn;
 pub mod state;
 pub mod userns_auto;
+pub mod vm;
 pub mod wait;
 
 pub use container::{CreateOptions, Runtime};

@@ -36,11 +36,21 @@ pub struct InitExec {
 
 impl InitExec {
     pub fn new(binary: Option<&Path>, init_fd: RawFd) -> Result<Self, SpawnError> {
+        Self::command(binary, init_fd, "init", &[])
+    }
+
+    /// `hull <command>` with `extra_env` added: `vm-init` and `vm-exec` for VM containers.
+    pub fn command(
+        binary: Option<&Path>,
+        init_fd: RawFd,
+        command: &str,
+        extra_env: &[(&str, String)],
+    ) -> Result<Self, SpawnError> {
         let bad = |_| SpawnError::NulInEnvironment;
         let exe = crate::sealed_exe::open(binary)?;
         let argv = vec![
             CString::new("hull").map_err(bad)?,
-            CString::new("init").map_err(bad)?,
+            CString::new(command).map_err(bad)?,
         ];
         let mut envp: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| k != INIT_FD_ENV)
@@ -52,6 +62,9 @@ impl InitExec {
             })
             .collect();
         envp.push(CString::new(format!("{INIT_FD_ENV}={init_fd}")).map_err(bad)?);
+        for (k, v) in extra_env {
+            envp.push(CString::new(format!("{k}={v}")).map_err(bad)?);
+        }
         let ptrs = |v: &[CString]| {
             v.iter()
                 .map(|s| s.as_ptr())

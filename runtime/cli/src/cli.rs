@@ -398,6 +398,31 @@ enum Command {
     Checkpoint(CheckpointArgs),
     /// Restore a container from a CRIU checkpoint.
     Restore(RestoreArgs),
+    /// The guest image VM containers (io.hull.isolation=vm) boot.
+    #[command(name = "vm-image", subcommand)]
+    VmImage(VmImageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum VmImageCommand {
+    /// Assemble the guest image: Debian's cloud kernel and an initramfs with hull-agent and
+    /// the kernel modules it loads.
+    Build {
+        /// The guest kernel, named vmlinuz-<version> with its modules in
+        /// ../lib/modules/<version> or /lib/modules/<version> [default: the newest in
+        /// /var/cache/hull/guest-kernel/boot, where dev/guest-kernel unpacks
+        /// linux-image-cloud-amd64].
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// The hull-agent binary [default: hull-agent next to this hull].
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Where to write the image [default: $HULL_VM_IMAGE_DIR, else /var/lib/hull/vm-image].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print where the guest image is and whether it is complete.
+    Show,
 }
 
 /// containerd's runc shim passes `-no-subreaper` to `restore` with ONE dash (Go's flag
@@ -557,6 +582,31 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             let uid = nix::unistd::geteuid().as_raw();
             let gid = nix::unistd::getegid().as_raw();
             hull_specs::defaults::write_default_spec(bundle, *rootless, uid, gid)?;
+        }
+        Command::VmImage(VmImageCommand::Build {
+            kernel,
+            agent,
+            out: dir,
+        }) => {
+            let image =
+                hull_runtime::vm::build_image(kernel.as_deref(), agent.as_deref(), dir.as_deref())?;
+            writeln!(
+                out,
+                "kernel: {}\ninitramfs: {}",
+                image.kernel.display(),
+                image.initramfs.display()
+            )
+            .map_err(wr)?;
+        }
+        Command::VmImage(VmImageCommand::Show) => {
+            let image = hull_runtime::vm::load_image()?;
+            writeln!(
+                out,
+                "kernel: {}\ninitramfs: {}",
+                image.kernel.display(),
+                image.initramfs.display()
+            )
+            .map_err(wr)?;
         }
         Command::Features => {
             writeln!(out, "{}", hull_specs::features::features_pretty_json()).map_err(wr)?;

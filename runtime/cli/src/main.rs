@@ -11,8 +11,16 @@ mod logging;
 fn main() {
     // The container init is exec'd as `hull init`: it must not set up logging on the
     // container's stdio, so it is dispatched before anything else.
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("init")) {
-        hull_inside::init::run();
+    match std::env::args_os()
+        .nth(1)
+        .as_deref()
+        .and_then(|a| a.to_str())
+    {
+        Some("init") => hull_inside::init::run(),
+        // A VM container's init (its VMM) and its exec relays.
+        Some("vm-init") => hull_runtime::vm::init::run(),
+        Some("vm-exec") => hull_runtime::vm::exec::run(),
+        _ => {}
     }
     std::process::exit(cli::main());
 }

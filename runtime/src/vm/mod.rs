@@ -1,0 +1,316 @@
+//! VM containers (`io.hull.isolation=vm`), the host side.
+//!
+//! `create` builds the container's sandbox as for any container (namespaces, the cgroup
+//! with its limits, the state directory), but the init it starts is `hull vm-init`
+//! ([`init`]): instead of becoming the workload, it boots the guest (hull-kvm, in process),
+//! shares the rootfs in through virtiofsd, waits for the guest agent, and from `start` on
+//! relays the workload's stdio, signals and exit status over vsock. To containerd, runc's
+//! shim and `hull` itself it is an ordinary container whose init pid is the VMM.
+//!
+//! What the VM tier cannot carry out is refused here by name (see also
+//! `hull_specs::vm::check_vm_supported`); nothing falls back to the shared kernel.
+
+pub mod exec;
+pub mod init;
+
+use std::path::{Path, PathBuf};
+
+use hull_kvm::guest_image::{GuestImage, GuestImageError, DEFAULT_IMAGE_DIR};
+use hull_specs::vm::VmSize;
+use hull_specs::{Spec, SpecError};
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that carries the [`VmPlan`] from `create` to `hull vm-init`.
+pub const PLAN_ENV: &str = "_HULL_VM_PLAN";
+/// Overrides where the guest image is looked for ([`DEFAULT_IMAGE_DIR`]).
+pub const IMAGE_DIR_ENV: &str = "HULL_VM_IMAGE_DIR";
+/// Overrides how long `create` waits for the guest agent, in seconds.
+pub const BOOT_TIMEOUT_ENV: &str = "HULL_VM_BOOT_TIMEOUT";
+/// How long `create` waits for the guest agent by default. Generous: under the nested test
+/// host (emulated CPU) a boot takes seconds; on real KVM it takes well under one.
+pub const DEFAULT_BOOT_TIMEOUT_SECS: u64 = 90;
+/// The hybrid-vsock socket of the VMM, in the container's state directory.
+pub const AGENT_SOCKET: &str = "agent.sock";
+/// The guest's serial console, in the state directory (boot failures quote its tail).
+pub const CONSOLE_LOG: &str = "guest-console.log";
+/// The virtio-fs tag of the rootfs share (the agent mounts it).
+pub const ROOTFS_TAG: &str = "hull-root";
+/// The guest's kernel command line beyond hull-kvm's defaults: quiet for speed.
+pub const GUEST_CMDLINE: &str = "quiet";
+/// Status of a VM container whose guest ended without reporting the workload's status
+/// (kernel panic, VMM or virtiofsd fault); the reason goes to the container's stderr.
+pub const EXIT_GUEST_FAILED: i32 = 255;
+
+/// Why a VM container cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The config asks for something the VM tier cannot do.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// No usable guest image.
+    #[error("VM container: {source} (image directory {}; set {IMAGE_DIR_ENV} or run `hull vm-image build`)", .dir.display())]
+    Image {
+        /// What is wrong with the image.
+        source: GuestImageError,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// The host has no usable KVM.
+    #[error("VM container: this host cannot run VMs: {0}")]
+    NoKvm(String),
+    /// virtiofsd, which shares the rootfs in, is missing.
+    #[error("VM container: virtiofsd not found (set HULL_VIRTIOFSD, or install it: kvm-tier/tools/install-virtiofsd)")]
+    NoVirtiofsd,
+    /// A path the VMM needs is too long for a unix socket.
+    #[error("VM container: the agent socket path {} is longer than a unix socket allows (use a shorter --root or id)", .0.display())]
+    SocketPath(PathBuf),
+    /// A `create` option the VM tier cannot honour.
+    #[error("VM container: {0}")]
+    Unsupported(String),
+}
+
+/// What `hull vm-init` needs beyond the ordinary init plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPlan {
+    /// The guest kernel (bzImage).
+    pub kernel: PathBuf,
+    /// The guest initramfs (hull-agent and its modules).
+    pub initramfs: PathBuf,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Guest vCPUs.
+    pub vcpus: u8,
+    /// The VMM's hybrid-vsock socket.
+    pub socket: PathBuf,
+    /// The guest's serial console log.
+    pub console_log: PathBuf,
+    /// virtiofsd.
+    pub virtiofsd: PathBuf,
+    /// How long to wait for the agent, in milliseconds.
+    pub boot_timeout_ms: u64,
+}
+
+/// Where the guest image is: `$HULL_VM_IMAGE_DIR`, else [`DEFAULT_IMAGE_DIR`].
+pub fn image_dir() -> PathBuf {
+    std::env::var_os(IMAGE_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_IMAGE_DIR), PathBuf::from)
+}
+
+/// The guest image in [`image_dir`], checked to be complete.
+pub fn load_image() -> Result<GuestImage, VmError> {
+    let dir = image_dir();
+    GuestImage::load(&dir).map_err(|source| VmError::Image { source, dir })
+}
+
+/// `hull vm-image build`: the image from `kernel` (default: the newest unpacked cloud
+/// kernel) and `agent` (default: `hull-agent` next to the running binary) into `out`
+/// (default: [`image_dir`]).
+pub fn build_image(
+    kernel: Option<&Path>,
+    agent: Option<&Path>,
+    out: Option<&Path>,
+) -> Result<GuestImage, VmError> {
+    use hull_kvm::guest_image::{self, GuestKernel, ImageSpec};
+    let dir = out.map_or_else(image_dir, Path::to_path_buf);
+    let image_err = |source| VmError::Image {
+        source,
+        dir: dir.clone(),
+    };
+    let kernel = match kernel {
+        Some(k) => GuestKernel::at(k),
+        None => GuestKernel::find_in(Path::new(guest_image::KERNEL_CACHE)),
+    }
+    .map_err(image_err)?;
+    let agent = match agent {
+        Some(a) => a.to_path_buf(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("hull-agent")))
+            .filter(|a| a.is_file())
+            .ok_or_else(|| {
+                VmError::Unsupported(
+                    "hull-agent not found next to hull: build it (cargo build -p hull-agent) or give --agent".into(),
+                )
+            })?,
+    };
+    let spec = ImageSpec {
+        kernel,
+        agent,
+        modules: guest_image::AGENT_MODULES
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+    };
+    guest_image::build(&spec, &dir).map_err(image_err)
+}
+
+/// Whether `spec` asks for the VM tier.
+pub fn wanted(spec: &Spec) -> Result<bool, SpecError> {
+    Ok(hull_specs::annotations::isolation(spec)? == hull_specs::Isolation::Vm)
+}
+
+/// Everything checked before anything is created: the config, the image, KVM, virtiofsd.
+pub fn plan(spec: &Spec, state_dir: &Path, preserve_fds: i32) -> Result<VmPlan, VmError> {
+    hull_specs::vm::check_vm_supported(spec)?;
+    check_host_side(spec)?;
+    if preserve_fds > 0 {
+        return Err(VmError::Unsupported(
+            "--preserve-fds: descriptors cannot be passed into the guest".into(),
+        ));
+    }
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let VmSize { memory_mib, vcpus } = hull_specs::vm::vm_size(spec, host_cpus)?;
+    let image = load_image()?;
+    hull_kvm::kvm_available().map_err(VmError::NoKvm)?;
+    let virtiofsd = hull_kvm::VirtiofsOptions::default()
+        .find_binary()
+        .ok_or(VmError::NoVirtiofsd)?;
+    let socket = state_dir.join(AGENT_SOCKET);
+    if socket.as_os_str().len() > hull_kvm::config::MAX_UNIX_PATH_LEN {
+        return Err(VmError::SocketPath(socket));
+    }
+    let boot_timeout_ms = std::env::var(BOOT_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(DEFAULT_BOOT_TIMEOUT_SECS)
+        .saturating_mul(1000);
+    Ok(VmPlan {
+        kernel: image.kernel,
+        initramfs: image.initramfs,
+        memory_mib: u32::try_from(memory_mib)
+            .map_err(|_| VmError::Unsupported(format!("{memory_mib} MiB of guest memory")))?,
+        vcpus: u8::try_from(vcpus).map_err(|_| VmError::Unsupported(format!("{vcpus} vCPUs")))?,
+        socket,
+        console_log: state_dir.join(CONSOLE_LOG),
+        virtiofsd,
+        boot_timeout_ms,
+    })
+}
+
+/// What only the host side can tell is impossible: mounts of host paths (only the rootfs is
+/// shared into the guest) and a seccomp notify agent (a host socket).
+fn check_host_side(spec: &Spec) -> Result<(), VmError> {
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        if bind {
+            return Err(VmError::Spec(SpecError::Invalid {
+                field: format!("mounts[{i}]"),
+                reason: format!(
+                    "bind mount of host path {:?} (not supported in a VM container: only the rootfs is shared into the guest)",
+                    m.source().as_deref().unwrap_or(Path::new(""))
+                ),
+            }));
+        }
+    }
+    let listener = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .and_then(|s| s.listener_path().as_ref());
+    if listener.is_some() {
+        return Err(VmError::Spec(SpecError::Invalid {
+            field: "linux.seccomp.listenerPath".into(),
+            reason: "a seccomp notify agent on the host (not supported in a VM container)".into(),
+        }));
+    }
+    Ok(())
+}
+
+/// The config the guest agent carries out: the container's own, minus what the host side
+/// already did or owns (hooks, cgroup placement and limits: the VMM is held to them).
+pub fn guest_config(spec: &Spec) -> serde_json::Value {
+    let mut v = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("hooks");
+    }
+    if let Some(linux) = v.get_mut("linux").and_then(|l| l.as_object_mut()) {
+        for k in ["resources", "cgroupsPath", "seccomp"] {
+            linux.remove(k);
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> Spec {
+        let mut base = json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "annotations": {"io.hull.isolation": "vm"}});
+        if let (Some(b), Some(o)) = (base.as_object_mut(), v.as_object()) {
+            for (k, val) in o {
+                b.insert(k.clone(), val.clone());
+            }
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn host_binds_and_notify_agents_are_refused_by_field() {
+        let e = check_host_side(&spec(json!({"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind"]}
+        ]})))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mounts[1]") && e.contains("/etc/hosts"), "{e}");
+        let e = check_host_side(&spec(json!({"mounts": [
+            {"destination": "/x", "source": "/srv", "options": ["bind", "ro"]}
+        ]})))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mounts[0]"), "{e}");
+        let e = check_host_side(&spec(json!({"linux": {"seccomp": {
+            "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock"}}})))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("linux.seccomp.listenerPath"), "{e}");
+        check_host_side(&spec(json!({"mounts": [
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}]})))
+        .unwrap();
+    }
+
+    #[test]
+    fn the_guest_gets_no_hooks_and_no_host_cgroup_settings() {
+        let s = spec(json!({
+            "hooks": {"prestart": [{"path": "/bin/true"}]},
+            "process": {"cwd": "/", "user": {"uid": 0, "gid": 0}, "args": ["sh"]},
+            "linux": {"cgroupsPath": "/x", "resources": {"pids": {"limit": 5}},
+                      "seccomp": {"defaultAction": "SCMP_ACT_ALLOW"},
+                      "maskedPaths": ["/proc/kcore"]}
+        }));
+        let g = guest_config(&s);
+        assert!(g.get("hooks").is_none());
+        assert!(g["linux"].get("resources").is_none());
+        assert!(g["linux"].get("cgroupsPath").is_none());
+        assert!(g["linux"].get("seccomp").is_none());
+        assert_eq!(g["linux"]["maskedPaths"], json!(["/proc/kcore"]));
+        assert_eq!(g["process"]["args"], json!(["sh"]));
+    }
+
+    #[test]
+    fn a_missing_image_is_named_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var(IMAGE_DIR_ENV, dir.path().join("none"));
+        let e = plan(&spec(json!({})), dir.path(), 0)
+            .unwrap_err()
+            .to_string();
+        std::env::remove_var(IMAGE_DIR_ENV);
+        assert!(
+            e.contains("hull vm-image build") && e.contains("none"),
+            "{e}"
+        );
+        let e = plan(&spec(json!({})), dir.path(), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--preserve-fds"), "{e}");
+    }
+}
