@@ -272,7 +272,11 @@ impl Session {
                     .spawn(move || pump_stdin(input, &w))
                     .map_err(ClientError::Socket)?;
             }
-            None => self.control().close_stdin()?,
+            // A process that already exited has closed the connection's write side; its exit
+            // status is still there to read.
+            None => {
+                let _ = self.control().close_stdin();
+            }
         }
         let (mut out_ok, mut err_ok) = (true, true);
         loop {
