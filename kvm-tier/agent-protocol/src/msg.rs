@@ -22,6 +22,8 @@ pub const MAX_STRING_LEN: usize = 64 * 1024;
 pub const MAX_GROUPS: usize = 1024;
 /// Longest software name in a hello.
 pub const MAX_SOFTWARE_LEN: usize = 128;
+/// The longest container state JSON a start request may carry.
+pub const MAX_STATE_JSON: usize = 64 * 1024;
 
 /// A rule a decoded (or to-be-encoded) message broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +64,7 @@ pub enum ValidationError {
     },
     #[error("rlimit {0:?} given twice")]
     DuplicateRlimit(RlimitType),
-    #[error("the OCI process must be a JSON object")]
+    #[error("the OCI process, config and seccomp filter must be JSON objects")]
     OciNotObject,
     #[error("empty data frame")]
     EmptyData,
@@ -201,6 +203,16 @@ pub struct ProcessSpec {
     /// The OCI runtime-spec `Process` object, untouched.
     #[serde(default)]
     pub oci: Option<serde_json::Value>,
+    /// The container's whole OCI config (role `init` of a VM container): the agent sets the
+    /// container up inside the guest from it (mounts, namespaces, hostname, masked paths).
+    #[serde(default)]
+    pub container: Option<serde_json::Value>,
+    /// The container's seccomp filter, compiled by the host (hull-inside's `Compiled`).
+    #[serde(default)]
+    pub seccomp: Option<serde_json::Value>,
+    /// The container's state JSON (for hooks and a seccomp agent).
+    #[serde(default)]
+    pub state_json: Option<String>,
 }
 
 impl ProcessSpec {
@@ -218,6 +230,9 @@ impl ProcessSpec {
             console_size: None,
             root: None,
             oci: None,
+            container: None,
+            seccomp: None,
+            state_json: None,
         }
     }
 
@@ -257,10 +272,16 @@ impl ProcessSpec {
         if let Some(ws) = &self.console_size {
             window(ws)?;
         }
-        if let Some(oci) = &self.oci {
-            if !oci.is_object() {
+        for v in [&self.oci, &self.container, &self.seccomp]
+            .into_iter()
+            .flatten()
+        {
+            if !v.is_object() {
                 return Err(ValidationError::OciNotObject);
             }
+        }
+        if let Some(s) = &self.state_json {
+            length("state_json", s, MAX_STATE_JSON)?;
         }
         Ok(())
     }

@@ -1,11 +1,10 @@
 //! What only PID 1 in the micro-VM does: the boot steps before serving, and powering off.
 //! Not exercised by `cargo test`; kept to plain syscalls in order.
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Kernel command line parameters the agent reads (`hull.<name>=<value>`).
 pub struct BootConfig {
@@ -100,41 +99,26 @@ pub fn mount_basics() -> Result<(), GuestError> {
     Ok(())
 }
 
-/// Load the modules named in `list` (one module path per line, relative to
-/// `/lib/modules/<release>/` as in `modules.dep`), each after its dependencies.
-pub fn load_modules(list: &Path) -> Result<(), GuestError> {
-    let file_err = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| GuestError::File { path, source }
-    };
-    let wanted = match std::fs::read_to_string(list) {
+/// Load the modules of the guest image: `dir/order` names the module files in `dir`, one
+/// per line, dependencies first (`hull vm-image build` computes the order).
+pub fn load_modules(dir: &Path) -> Result<(), GuestError> {
+    let order = dir.join("order");
+    let list = match std::fs::read_to_string(&order) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(file_err(list)(e)),
+        Err(source) => {
+            return Err(GuestError::File {
+                path: order.display().to_string(),
+                source,
+            })
+        }
     };
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_err(file_err(Path::new("/proc/sys/kernel/osrelease")))?;
-    let base = PathBuf::from("/lib/modules").join(release.trim());
-    let dep_path = base.join("modules.dep");
-    let deps_text = std::fs::read_to_string(&dep_path).map_err(file_err(&dep_path))?;
-    // modules.dep: "mod.ko: dep1.ko dep2.ko", every dependency listed, deepest last.
-    let deps: HashMap<&str, Vec<&str>> = deps_text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(m, d)| (m.trim(), d.split_whitespace().collect()))
-        .collect();
-    let mut loaded = HashSet::new();
-    for m in wanted
+    for name in list
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
-        let chain = deps.get(m).map(Vec::as_slice).unwrap_or_default();
-        for module in chain.iter().rev().chain(std::iter::once(&m)) {
-            if loaded.insert(*module) {
-                finit_module(&base.join(module))?;
-            }
-        }
+        finit_module(&dir.join(name))?;
     }
     Ok(())
 }

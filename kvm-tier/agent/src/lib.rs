@@ -7,6 +7,7 @@
 //! * [`listener`]: where connections come from (unix socket in tests, AF_VSOCK in the guest).
 //! * [`pty`], [`ps`]: terminals and the process list.
 
+pub mod inside;
 pub mod launcher;
 pub mod listener;
 pub mod ps;

@@ -13,6 +13,7 @@ mod log;
 use std::os::unix::net::UnixListener;
 use std::process::ExitCode;
 
+use hull_agent::inside::{self, InsideLauncher};
 use hull_agent::{
     Listener, PlainLauncher, Server, ServerConfig, ShutdownHook, ShutdownReason, VsockListener,
 };
@@ -42,6 +43,10 @@ impl ShutdownHook for Exit {
 }
 
 fn main() -> ExitCode {
+    // Re-executed by the launcher to set a container process up (see `inside`).
+    if std::env::args().nth(1).as_deref() == Some(inside::CONTAINER_INIT_ARG) {
+        inside::container_init();
+    }
     if std::process::id() == 1 {
         pid1()
     } else {
@@ -80,11 +85,7 @@ fn pid1() -> ExitCode {
         }
     };
     tracing::info!(port = cfg.port, root = %cfg.root_dir, "serving");
-    let server = Server::new(
-        PlainLauncher::with_root(cfg.root_dir),
-        PowerOff,
-        ServerConfig::default(),
-    );
+    let server = Server::new(InsideLauncher::default(), PowerOff, ServerConfig::default());
     if let Err(e) = server.serve(&listener) {
         tracing::error!("serving: {e}");
     }

@@ -9,9 +9,9 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use hull_agent_protocol::{Connection, Role, StartRequest, AGENT_PORT};
+use hull_agent_protocol::client::{self, Agent};
+use hull_agent_protocol::{Role, AGENT_VSOCK_PORT};
 use hull_inside::sequence::System;
 use hull_inside::sync::{self, ExecPlan, FromInit, ToInit, INIT_FD_ENV};
 use hull_inside::system::LiveSystem;
@@ -72,21 +72,17 @@ fn start(sock: &mut UnixStream, socket: &std::path::Path) -> Result<i32, (String
         make_raw(0);
     }
     let forwarded = block_forwarded_signals().map_err(|e| pre(&e))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let conn = Connection::connect_hybrid(socket, AGENT_PORT, deadline)
+    let conn = client::connect_hybrid(socket, AGENT_VSOCK_PORT, client::HANDSHAKE_TIMEOUT)
+        .and_then(|s| Agent::hello(s, client::HANDSHAKE_TIMEOUT))
         .map_err(|e| pre(&format!("connecting to the guest agent: {e}")))?;
-    let req = StartRequest {
-        role: Role::Exec,
-        config: serde_json::to_value(&plan.process).map_err(|e| pre(&e))?,
-        seccomp: plan
-            .seccomp
-            .as_ref()
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| pre(&e))?,
-        state_json: plan.state_json.clone(),
-    };
-    let session = conn.start(req, deadline).map_err(|e| pre(&e))?;
+    let req = super::process_spec(
+        &plan.process,
+        None,
+        plan.seccomp.as_ref(),
+        plan.state_json.clone(),
+    )
+    .map_err(|e| pre(&e))?;
+    let session = conn.start(Role::Exec, &req).map_err(|e| pre(&e))?;
     sync::send(sock, &FromInit::Ready).map_err(|e| pre(&e))?;
     let _ = sock.shutdown(std::net::Shutdown::Both);
     let control = session.control();
@@ -98,7 +94,7 @@ fn start(sock: &mut UnixStream, socket: &std::path::Path) -> Result<i32, (String
     let stdin: Box<dyn std::io::Read + Send> = Box::new(dup_file(0));
     let (mut out, mut err) = (dup_file(1), dup_file(2));
     session
-        .relay(Some(stdin), &mut out, &mut err)
-        .map(|s| s.as_shell_status())
+        .run(Some(stdin), &mut out, &mut err)
+        .map(|s| s.shell_code())
         .map_err(|e| (e.to_string(), true))
 }

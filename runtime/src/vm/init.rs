@@ -15,7 +15,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hull_agent_protocol::{ClientError, Connection, Control, Role, StartRequest, AGENT_PORT};
+use hull_agent_protocol::client::{self, Agent, ClientError, Control};
+use hull_agent_protocol::{ExitStatus, Role, WindowSize, AGENT_VSOCK_PORT};
 use hull_inside::init::SocketCoordinator;
 use hull_inside::sequence::{Coordinator, InitError, Plan, System};
 use hull_inside::sync::{InitPlan, INIT_FD_ENV};
@@ -111,19 +112,20 @@ fn boot_and_run(coord: &mut SocketCoordinator, vp: &VmPlan) -> Result<i32, InitE
     let conn = wait_for_agent(&mut vm, vp)?;
     coord.ready()?;
     coord.wait_for_start()?;
-    let req = StartRequest {
-        role: Role::Main,
-        config: super::guest_config(&plan.spec),
-        seccomp: plan
-            .seccomp
-            .as_ref()
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| failed(format!("encoding the seccomp filter: {e}")))?,
+    let process = plan
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| failed("config.json: process is missing"))?;
+    let req = super::process_spec(
+        process,
+        Some(super::guest_config(&plan.spec)),
+        plan.seccomp.as_ref(),
         state_json,
-    };
+    )
+    .map_err(failed)?;
     let session = conn
-        .start(req, Instant::now() + Duration::from_secs(60))
+        .start(Role::Init, &req)
         .map_err(|e| guest_error(&mut vm, vp, "starting the container process", e))?;
     let control = session.control();
     spawn_signal_forwarder(forwarded, control.clone(), terminal)?;
@@ -136,7 +138,7 @@ fn boot_and_run(coord: &mut SocketCoordinator, vp: &VmPlan) -> Result<i32, InitE
         .spawn(move || {
             let stdin: Box<dyn std::io::Read + Send> = Box::new(dup_file(0));
             let (mut out, mut err) = (dup_file(1), dup_file(2));
-            let _ = tx.send(session.relay(Some(stdin), &mut out, &mut err));
+            let _ = tx.send(session.run(Some(stdin), &mut out, &mut err));
         })
         .map_err(|e| failed(format!("starting the stdio relay: {e}")))?;
     supervise(&mut vm, vp, &rx)
@@ -147,7 +149,7 @@ fn boot_and_run(coord: &mut SocketCoordinator, vp: &VmPlan) -> Result<i32, InitE
 fn supervise(
     vm: &mut Vm,
     vp: &VmPlan,
-    rx: &mpsc::Receiver<Result<hull_agent_protocol::ExitStatus, ClientError>>,
+    rx: &mpsc::Receiver<Result<ExitStatus, ClientError>>,
 ) -> Result<i32, InitError> {
     let virtiofsd = vm.virtiofsd_pid();
     loop {
@@ -157,7 +159,7 @@ fn supervise(
                 if vm.wait_timeout(Duration::from_secs(10)).is_none() {
                     vm.stop();
                 }
-                return Ok(status.as_shell_status());
+                return Ok(status.shell_code());
             }
             Ok(Err(e)) => return Err(guest_error(vm, vp, "relaying the container process", e)),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -165,7 +167,7 @@ fn supervise(
                     vm,
                     vp,
                     "relaying the container process",
-                    ClientError::Closed,
+                    ClientError::Closed("relay"),
                 ))
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -179,7 +181,7 @@ fn supervise(
         if let Some(reason) = vm.wait_timeout(Duration::ZERO) {
             // The relay may still be writing the last output.
             if let Ok(Ok(status)) = rx.recv_timeout(Duration::from_secs(2)) {
-                return Ok(status.as_shell_status());
+                return Ok(status.shell_code());
             }
             return Err(failed(format!(
                 "the guest ended ({}) before the container process reported its status{}",
@@ -209,23 +211,19 @@ fn vm_config(vp: &VmPlan, plan: &InitPlan) -> VmConfig {
 
 /// Connects to the agent once it listens; a guest that ends or stays silent until the
 /// deadline is a `create` error quoting its console.
-fn wait_for_agent(vm: &mut Vm, vp: &VmPlan) -> Result<Connection, InitError> {
+fn wait_for_agent(vm: &mut Vm, vp: &VmPlan) -> Result<Agent, InitError> {
     let deadline = Instant::now() + Duration::from_millis(vp.boot_timeout_ms);
     loop {
-        let attempt = (Instant::now() + Duration::from_millis(500)).min(deadline);
-        match Connection::connect_hybrid(&vp.socket, AGENT_PORT, attempt) {
-            Ok(c) => return Ok(c),
-            Err(
-                e @ (ClientError::Version { .. }
-                | ClientError::Agent(_)
-                | ClientError::Frame(_)
-                | ClientError::Message(_)),
-            ) => {
+        // Until the agent listens, the VMM refuses the port: try again shortly.
+        if let Ok(stream) =
+            client::connect_hybrid(&vp.socket, AGENT_VSOCK_PORT, Duration::from_millis(500))
+        {
+            return Agent::hello(stream, client::HANDSHAKE_TIMEOUT).map_err(|e| {
                 vm.stop();
-                return Err(failed(format!("the guest agent: {e}")));
-            }
-            Err(_) => {}
+                failed(format!("the guest agent: {e}"))
+            });
         }
+        std::thread::sleep(Duration::from_millis(20));
         if let Some(reason) = vm.wait_timeout(Duration::ZERO) {
             return Err(failed(format!(
                 "the guest did not boot: it ended ({}) before its agent answered{}",
@@ -322,7 +320,10 @@ pub(super) fn send_window_size(control: &Control) {
     // SAFETY: TIOCGWINSZ fills the winsize we pass.
     let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
     if rc == 0 && ws.ws_row > 0 && ws.ws_col > 0 {
-        let _ = control.resize(ws.ws_row, ws.ws_col);
+        let _ = control.resize(WindowSize {
+            rows: ws.ws_row,
+            cols: ws.ws_col,
+        });
     }
 }
 

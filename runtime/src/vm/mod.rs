@@ -145,6 +145,62 @@ pub fn build_image(
     guest_image::build(&spec, &dir).map_err(image_err)
 }
 
+/// The agent's start request for `process`: the fields a plain launcher needs, the OCI
+/// process itself, and for the container's own process its whole (guest) config, the
+/// compiled seccomp filter and the state JSON.
+pub fn process_spec(
+    process: &oci_spec::runtime::Process,
+    container: Option<serde_json::Value>,
+    seccomp: Option<&hull_inside::seccomp::Compiled>,
+    state_json: String,
+) -> Result<hull_agent_protocol::ProcessSpec, String> {
+    use hull_agent_protocol::{ProcessSpec, Rlimit, WindowSize};
+    let user = process.user();
+    let rlimits = process
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| {
+            let kind = serde_json::to_value(r.typ())
+                .and_then(serde_json::from_value)
+                .map_err(|e| format!("process.rlimits: {e}"))?;
+            Ok(Rlimit {
+                kind,
+                soft: r.soft(),
+                hard: r.hard(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let spec = ProcessSpec {
+        args: process.args().clone().unwrap_or_default(),
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().display().to_string(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        rlimits,
+        terminal: process.terminal().unwrap_or(false),
+        console_size: process.console_size().as_ref().and_then(|b| {
+            let (rows, cols) = (
+                u16::try_from(b.height()).ok()?,
+                u16::try_from(b.width()).ok()?,
+            );
+            (rows > 0 && cols > 0).then_some(WindowSize { rows, cols })
+        }),
+        root: None,
+        oci: Some(serde_json::to_value(process).map_err(|e| format!("process: {e}"))?),
+        container,
+        seccomp: seccomp
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| format!("seccomp filter: {e}"))?,
+        state_json: Some(state_json),
+    };
+    spec.validate()
+        .map_err(|e| format!("the process for the guest: {e}"))?;
+    Ok(spec)
+}
+
 /// Whether `spec` asks for the VM tier.
 pub fn wanted(spec: &Spec) -> Result<bool, SpecError> {
     Ok(hull_specs::annotations::isolation(spec)? == hull_specs::Isolation::Vm)

@@ -1,0 +1,424 @@
+//! VM containers (`io.hull.isolation=vm`) end to end, in the nested test host
+//! (`hull_tests::nested`; directly on the host where its KVM boots Linux): the real `hull`
+//! CLI, the guest image built from Debian's cloud kernel and `hull-agent`, virtiofsd, and a
+//! busybox bundle. One L1 boot per lane runs every scenario below as a step; the tests
+//! share that one run and check each step's output.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use hull_tests::nested::{guest_kernel, host_kvm_boots_linux, Plan, Report, Skip};
+use hull_tests::skip::skipped;
+use hull_tests::Bundle;
+
+/// Shell helpers every step gets. `mkb NAME` copies the bundle template NAME (its
+/// config.json and the shared busybox rootfs) to ./NAME.
+const PRELUDE: &str = r#"
+export PATH=$NEST/nested/bin:$PATH HULL_VIRTIOFSD=$NEST/nested/bin/virtiofsd
+export HULL_VM_IMAGE_DIR=$NEST/nested/vm-image
+if [ -z "$NEST" ] && ! grep -q cgroup2 /proc/mounts; then
+  mount -t cgroup2 none /sys/fs/cgroup
+  echo "+memory +pids +cpu" > /sys/fs/cgroup/cgroup.subtree_control
+fi
+mkb() { mkdir -p $1; cp $NEST/nested/bundles/$1/config.json $1/; cp -a $NEST/nested/rootfs $1/rootfs; }
+# wait_for FILE PATTERN SECONDS: until PATTERN is in FILE.
+wait_for() { i=0; while ! grep -q "$2" "$1" 2>/dev/null; do
+  i=$((i+1)); [ $i -gt $(($3 * 10)) ] && return 1; sleep 0.1; done; }
+# status ID: the container's status from `hull state`.
+status() { hull state $1 2>/dev/null | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p'; }
+# leftovers ID: what a deleted container must not leave (state, cgroup, processes, mounts).
+leftovers() {
+  [ -e /run/hull/$1 ] && echo "left: state dir"
+  find /sys/fs/cgroup -name "*$1*" -type d 2>/dev/null | sed 's/^/left: cgroup /'
+  grep -q "$1" /proc/mounts && echo "left: mount"
+  for p in /proc/[0-9]*; do
+    case "$(readlink $p/exe 2>/dev/null)" in *hull*|*virtiofsd*) echo "left: process $(cat $p/cmdline | tr '\0' ' ')";; esac
+  done
+  true
+}
+"#;
+
+/// `hull run`: output, chosen exit status, a kernel of its own, stdin, and rootfs writes.
+const STEP_RUN: &str = r#"
+mkb plain; mkb run
+hull run --bundle plain plain-$$ > plain.out 2>&1; echo "plain-exit $?"
+echo "host-boot-id $(cat /proc/sys/kernel/random/boot_id)"
+hull run --keep --bundle run run-$$ > run.out 2> run.err; echo "run-exit $?"
+cat run.out; sed 's/^/stderr: /' run.err
+echo "host-sees $(cat run/rootfs/written-by-guest 2>/dev/null)"
+echo "state-after $(status run-$$)"
+hull delete run-$$; leftovers run-$$
+mkb stdin
+echo "line-from-host" | hull run --bundle stdin stdin-$$ > stdin.out 2>&1; echo "stdin-exit $?"
+sed 's/^/stdin: /' stdin.out
+hull delete stdin-$$ 2>/dev/null; hull delete plain-$$ 2>/dev/null; true
+"#;
+
+/// create/start/exec/kill of a long-running VM container.
+const STEP_EXEC: &str = r#"
+mkb sleeper
+hull create --bundle sleeper sleeper-$$ > create.out 2>&1; echo "create-exit $?"; cat create.out
+echo "status-created $(status sleeper-$$)"
+hull start sleeper-$$; echo "start-exit $?"
+wait_for sleeper/rootfs/started 60 && echo "workload-started"
+hull exec sleeper-$$ sh -c 'echo exec-out $(cat /proc/sys/kernel/random/boot_id); exit 3'; echo "exec-exit $?"
+echo "exec-stdin" | hull exec sleeper-$$ sh -c 'read l; echo exec-got $l'; echo "exec-stdin-exit $?"
+hull exec -t sleeper-$$ sh -c 'tty; stty size' > tty.out 2>&1 < /dev/null; echo "exec-tty-exit $?"
+sed 's/^/exec-tty: /' tty.out
+echo "ps $(hull ps sleeper-$$ 2>&1 | tail -n +2 | wc -l)"
+hull kill sleeper-$$ TERM; echo "kill-exit $?"
+i=0; while [ "$(status sleeper-$$)" = running ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "status-after-term $(status sleeper-$$)"
+echo "trap-ran $(cat sleeper/rootfs/got-term 2>/dev/null)"
+hull delete sleeper-$$; echo "delete-exit $?"; leftovers sleeper-$$
+mkb stubborn
+hull run -d --bundle stubborn stubborn-$$ > /dev/null 2>&1; echo "stubborn-run $?"
+wait_for stubborn/rootfs/started 60
+hull kill stubborn-$$ KILL
+i=0; while [ "$(status stubborn-$$)" = running ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "status-after-kill $(status stubborn-$$)"
+hull delete stubborn-$$; leftovers stubborn-$$
+mkb forced
+hull run -d --bundle forced forced-$$ > /dev/null 2>&1
+wait_for forced/rootfs/started 60
+hull delete --force forced-$$; echo "force-delete-exit $?"; leftovers forced-$$
+"#;
+
+/// The memory limit holds the guest: MemTotal inside is below the container's limit.
+const STEP_LIMITS: &str = r#"
+mkb limited
+hull run --bundle limited limited-$$ > limited.out 2>&1; echo "limited-exit $?"
+cat limited.out
+hull delete limited-$$ 2>/dev/null; true
+"#;
+
+/// Faults: the VMM killed, virtiofsd killed, the guest kernel panicking.
+const STEP_FAULTS: &str = r#"
+for f in vmm virtiofsd; do
+  mkb fault-$f
+  hull run -d --bundle fault-$f fault-$f-$$ > /dev/null 2>&1
+  wait_for fault-$f/rootfs/started 60
+  pid=$(hull state fault-$f-$$ | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
+  if [ $f = vmm ]; then kill -9 $pid; else
+    for p in /proc/[0-9]*; do case "$(readlink $p/exe)" in *virtiofsd) kill -9 ${p#/proc/};; esac; done
+  fi
+  i=0; while [ "$(status fault-$f-$$)" = running ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+  echo "fault-$f-status $(status fault-$f-$$)"
+  hull delete --force fault-$f-$$; echo "fault-$f-delete $?"; leftovers fault-$f-$$
+done
+mkb panic
+hull run --bundle panic panic-$$ > panic.out 2>&1; echo "panic-exit $?"
+sed 's/^/panic: /' panic.out | tail -n 3
+hull delete --force panic-$$; leftovers panic-$$
+"#;
+
+/// A guest that cannot be had is a clear `create` error with nothing left behind.
+const STEP_ERRORS: &str = r#"
+mkb noimage
+HULL_VM_IMAGE_DIR=/nonexistent hull run --bundle noimage noimage-$$ > noimage.out 2>&1; echo "noimage-exit $?"
+sed 's/^/noimage: /' noimage.out; leftovers noimage-$$
+"#;
+
+fn workspace_bin(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/debug")
+        .join(name)
+}
+
+/// The bundle templates: `config.json` of each, the process as the scenario needs it.
+fn bundles() -> Vec<(&'static str, Bundle)> {
+    let vm = |sh: &str| {
+        let mut b = Bundle::new();
+        // Writable: the scenarios leave marks in the rootfs for the host to see.
+        b.sh(sh)
+            .annotation("io.hull.isolation", "vm")
+            .readonly_root(false);
+        b
+    };
+    let mut plain = Bundle::new();
+    plain.sh("true");
+    let mut limited =
+        vm("echo mem-total $(sed -n 's/MemTotal: *\\([0-9]*\\).*/\\1/p' /proc/meminfo)");
+    limited.resources(serde_json::json!({"memory": {"limit": 268435456}}));
+    let mut panic = vm("echo c > /proc/sysrq-trigger; sleep 30");
+    panic
+        .capabilities(&["CAP_SYS_ADMIN", "CAP_KILL"])
+        .set("/linux/maskedPaths", serde_json::json!([]))
+        .set("/linux/readonlyPaths", serde_json::json!([]));
+    let sleeper = vm(
+        "trap 'echo yes > /got-term; exit 0' TERM; touch /started; while true; do sleep 0.2; done",
+    );
+    vec![
+        ("plain", plain),
+        (
+            "run",
+            vm("echo guest-boot-id $(cat /proc/sys/kernel/random/boot_id); echo to-stderr >&2; echo written > /written-by-guest; exit 7"),
+        ),
+        ("stdin", vm("read l; echo got $l")),
+        ("sleeper", sleeper),
+        ("stubborn", vm("trap '' TERM; touch /started; while true; do sleep 1; done")),
+        ("forced", vm("touch /started; while true; do sleep 1; done")),
+        ("fault-vmm", vm("touch /started; while true; do sleep 1; done")),
+        ("fault-virtiofsd", vm("touch /started; while true; do ls / > /dev/null; sleep 0.2; done")),
+        ("limited", limited),
+        ("panic", panic),
+        ("noimage", vm("echo must-not-run")),
+    ]
+}
+
+fn build_plan() -> Result<Plan, Skip> {
+    let kernel = guest_kernel().map_err(Skip)?;
+    let virtiofsd = hull_kvm::VirtiofsOptions::default()
+        .find_binary()
+        .ok_or_else(|| Skip("virtiofsd missing: run kvm-tier/tools/install-virtiofsd".into()))?;
+    let (hull, agent) = (workspace_bin("hull"), workspace_bin("hull-agent"));
+    for b in [&hull, &agent] {
+        assert!(
+            b.is_file(),
+            "{} missing: cargo build --workspace --bins",
+            b.display()
+        );
+    }
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path();
+    // Debug info off: a smaller initramfs boots faster under the emulated CPU.
+    let stripped = dir.join("hull-agent");
+    let ok = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(&agent)
+        .arg(&stripped)
+        .status()
+        .is_ok_and(|s| s.success());
+    let spec = hull_kvm::guest_image::ImageSpec {
+        kernel,
+        agent: if ok { stripped } else { agent.clone() },
+        modules: hull_kvm::guest_image::AGENT_MODULES
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+    };
+    let image = hull_kvm::guest_image::build(&spec, &dir.join("vm-image"))
+        .map_err(|e| Skip(format!("building the guest image: {e}")))?;
+    let mut plan = Plan::new();
+    plan.payload
+        .binary_stripped("nested/bin/hull", &hull, dir)
+        .and_then(|p| p.binary("nested/bin/virtiofsd", &virtiofsd))
+        .map_err(|e| Skip(e.to_string()))?;
+    plan.payload
+        .file("nested/vm-image/vmlinuz", &image.kernel, 0o644)
+        .file("nested/vm-image/initramfs.cpio", &image.initramfs, 0o644);
+    // The payload reads files when it is packed, after the bundles' temp dirs are gone:
+    // the rootfs is copied into the run's own dir, the configs go in as bytes.
+    let templates = bundles();
+    if let Some((_, b)) = templates.first() {
+        let rootfs = dir.join("rootfs");
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(b.rootfs())
+            .arg(&rootfs)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(copied, "copying the busybox rootfs");
+        plan.payload
+            .tree("nested/rootfs", &rootfs)
+            .map_err(|e| Skip(e.to_string()))?;
+    }
+    for (name, b) in &templates {
+        b.write();
+        let config = std::fs::read(b.config_path()).expect("bundle config");
+        plan.payload
+            .bytes(&format!("nested/bundles/{name}/config.json"), config, 0o644);
+    }
+    let only = std::env::var("HULL_NESTED_STEPS").unwrap_or_default();
+    for (lane, name, secs, body) in [
+        (0, "run", 240, STEP_RUN),
+        (0, "limits", 90, STEP_LIMITS),
+        (0, "errors", 30, STEP_ERRORS),
+        (1, "exec", 300, STEP_EXEC),
+        (1, "faults", 240, STEP_FAULTS),
+    ] {
+        if only.is_empty() || only.split(',').any(|o| o == name) {
+            plan.step_in_lane(
+                lane,
+                name,
+                Duration::from_secs(secs),
+                &format!("{PRELUDE}{body}"),
+            );
+        }
+    }
+    Ok(plan)
+}
+
+/// The one run all tests share.
+fn report() -> Option<&'static Report> {
+    static REPORT: OnceLock<Result<Report, Skip>> = OnceLock::new();
+    let r = REPORT.get_or_init(|| {
+        if let Some(r) = hull_tests::skip::env_skip_reason() {
+            return Err(Skip(r));
+        }
+        let plan = build_plan()?;
+        let report = plan.run(host_kvm_boots_linux())?;
+        eprintln!(
+            "vm_containers: ran in {:?} ({:?}); steps: {}",
+            report.wall,
+            report.mode,
+            report
+                .steps
+                .iter()
+                .map(|(n, s)| format!(
+                    "{n} {:?} status {:?}",
+                    s.elapsed.unwrap_or_default(),
+                    s.status
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(report)
+    });
+    match r {
+        Ok(r) => Some(r),
+        Err(Skip(why)) => {
+            skipped(why);
+            None
+        }
+    }
+}
+
+/// The rest of the first line of `out` that starts with `key`.
+fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.strip_prefix(key).map(str::trim))
+}
+
+fn lines<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+        .collect()
+}
+
+fn no_leftovers(out: &str, step: &str) {
+    let left: Vec<&str> = out.lines().filter(|l| l.starts_with("left:")).collect();
+    assert!(left.is_empty(), "[{step}] left behind: {left:?}\n{out}");
+}
+
+#[test]
+fn run_prints_output_exits_with_status_in_a_kernel_of_its_own() {
+    let Some(r) = report() else { return };
+    let s = r.step("run");
+    let out = &s.output;
+    assert_eq!(
+        value(out, "plain-exit"),
+        Some("0"),
+        "a plain container in L1\n{out}"
+    );
+    assert_eq!(value(out, "run-exit"), Some("7"), "{out}\n{}", r.dmesg);
+    let guest = value(out, "guest-boot-id").unwrap_or_default();
+    let host = value(out, "host-boot-id").unwrap_or_default();
+    assert!(
+        !guest.is_empty() && guest != host,
+        "guest boot id {guest:?} vs host {host:?}\n{out}"
+    );
+    assert!(lines(out, "stderr:").contains(&"to-stderr"), "{out}");
+    assert!(
+        !out.contains("guest-boot-id to-stderr"),
+        "stdout and stderr mixed\n{out}"
+    );
+    assert_eq!(value(out, "host-sees"), Some("written"), "{out}");
+    assert_eq!(value(out, "state-after"), Some("stopped"), "{out}");
+    no_leftovers(out, "run");
+}
+
+#[test]
+fn stdin_reaches_the_workload() {
+    let Some(r) = report() else { return };
+    let out = &r.step("run").output;
+    assert_eq!(value(out, "stdin-exit"), Some("0"), "{out}");
+    assert_eq!(lines(out, "stdin:"), vec!["got line-from-host"], "{out}");
+}
+
+#[test]
+fn create_start_exec_and_term() {
+    let Some(r) = report() else { return };
+    let out = &r.step("exec").output;
+    assert_eq!(value(out, "create-exit"), Some("0"), "{out}");
+    assert_eq!(value(out, "status-created"), Some("created"), "{out}");
+    assert!(out.contains("workload-started"), "{out}");
+    assert_eq!(value(out, "exec-exit"), Some("3"), "{out}");
+    assert!(
+        value(out, "exec-out").is_some_and(|v| !v.is_empty()),
+        "{out}"
+    );
+    assert_eq!(value(out, "exec-got"), Some("exec-stdin"), "{out}");
+    assert_eq!(value(out, "exec-tty-exit"), Some("0"), "{out}");
+    let tty = lines(out, "exec-tty:");
+    assert!(
+        tty.first().is_some_and(|t| t.starts_with("/dev/pts/")),
+        "{out}"
+    );
+    assert_eq!(value(out, "status-after-term"), Some("stopped"), "{out}");
+    assert_eq!(value(out, "trap-ran"), Some("yes"), "{out}");
+    assert_eq!(value(out, "delete-exit"), Some("0"), "{out}");
+    no_leftovers(out, "exec");
+}
+
+#[test]
+fn kill_and_forced_delete_leave_nothing() {
+    let Some(r) = report() else { return };
+    let out = &r.step("exec").output;
+    assert_eq!(value(out, "status-after-kill"), Some("stopped"), "{out}");
+    assert_eq!(value(out, "force-delete-exit"), Some("0"), "{out}");
+    no_leftovers(out, "exec");
+}
+
+#[test]
+fn memory_limit_sizes_the_guest() {
+    let Some(r) = report() else { return };
+    let out = &r.step("limits").output;
+    assert_eq!(value(out, "limited-exit"), Some("0"), "{out}");
+    let kib: u64 = value(out, "mem-total")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal\n{out}"));
+    assert!(
+        kib > 64 * 1024 && kib < 256 * 1024,
+        "MemTotal {kib} KiB under a 256 MiB limit\n{out}"
+    );
+}
+
+#[test]
+fn faults_end_the_container_and_leave_nothing() {
+    let Some(r) = report() else { return };
+    let out = &r.step("faults").output;
+    for f in ["vmm", "virtiofsd"] {
+        assert_eq!(
+            value(out, &format!("fault-{f}-status")),
+            Some("stopped"),
+            "{f}\n{out}"
+        );
+        assert_eq!(
+            value(out, &format!("fault-{f}-delete")),
+            Some("0"),
+            "{f}\n{out}"
+        );
+    }
+    let panic_exit = value(out, "panic-exit").unwrap_or_default();
+    assert!(panic_exit != "0" && !panic_exit.is_empty(), "{out}");
+    assert!(out.contains("panic"), "{out}");
+    no_leftovers(out, "faults");
+}
+
+#[test]
+fn missing_image_is_a_clear_create_error() {
+    let Some(r) = report() else { return };
+    let out = &r.step("errors").output;
+    assert_eq!(value(out, "noimage-exit"), Some("1"), "{out}");
+    let msg = lines(out, "noimage:").join("\n");
+    assert!(
+        msg.contains("/nonexistent") && msg.contains("hull vm-image build"),
+        "{out}"
+    );
+    assert!(!out.contains("must-not-run"), "{out}");
+    no_leftovers(out, "errors");
+}
