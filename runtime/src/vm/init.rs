@@ -110,6 +110,10 @@ fn boot_and_run(coord: &mut SocketCoordinator, vp: &VmPlan) -> Result<i32, InitE
     let mut vm =
         Vm::start(&vm_config(vp, &plan)).map_err(|e| failed(format!("starting the VM: {e}")))?;
     let conn = wait_for_agent(&mut vm, vp)?;
+    // From Ready on, the VMM outlives `hull create`: drop the parent-death signal it was
+    // cloned with (which took it down if create died half-way).
+    nix::sys::prctl::set_pdeathsig(None)
+        .map_err(|e| failed(format!("clearing the parent-death signal: {e}")))?;
     coord.ready()?;
     coord.wait_for_start()?;
     let process = plan
