@@ -69,7 +69,7 @@ hull start sleeper-$$; echo "start-exit $?"
 wait_file sleeper/rootfs/started 60 && echo "workload-started"
 hull exec sleeper-$$ sh -c 'echo exec-out $(cat /proc/sys/kernel/random/boot_id); exit 3'; echo "exec-exit $?"
 echo "exec-stdin" | hull exec sleeper-$$ sh -c 'read l; echo exec-got $l'; echo "exec-stdin-exit $?"
-hull exec -t sleeper-$$ sh -c 'tty; stty size' > tty.out 2>&1 < /dev/null; echo "exec-tty-exit $?"
+hull exec -t sleeper-$$ tty > tty.out 2>&1 < /dev/null; echo "exec-tty-exit $?"
 sed 's/^/exec-tty: /' tty.out
 echo "ps $(hull ps sleeper-$$ 2>&1 | tail -n +2 | wc -l)"
 hull kill sleeper-$$ TERM; echo "kill-exit $?"

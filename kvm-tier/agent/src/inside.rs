@@ -90,6 +90,7 @@ impl InsideLauncher {
                 let mut config: hull_specs::Spec = serde_json::from_value(config.clone())
                     .map_err(|e| bad("reading the container config", e.to_string()))?;
                 config.set_process(Some(process));
+                share_agent_devpts(&mut config);
                 let mut root = oci_spec::runtime::Root::default();
                 root.set_path(PathBuf::from(ROOT_DIR));
                 root.set_readonly(config.root().as_ref().and_then(|r| r.readonly()));
@@ -158,6 +159,28 @@ impl InsideLauncher {
             }
         }
     }
+}
+
+/// The container's `/dev/pts` becomes the agent's devpts instance (bound in) instead of a
+/// new one: the agent opens the ptys of terminal sessions, and a pty slave is only a
+/// terminal by name (`tty`, `ttyname`) in the devpts it came from. Inside its own VM the
+/// container shares that instance with no one else.
+fn share_agent_devpts(config: &mut hull_specs::Spec) {
+    let Some(mounts) = config.mounts().clone() else {
+        return;
+    };
+    let mounts = mounts
+        .into_iter()
+        .map(|mut m| {
+            if m.destination() == std::path::Path::new("/dev/pts") {
+                m.set_typ(Some("bind".into()));
+                m.set_source(Some(PathBuf::from("/dev/pts")));
+                m.set_options(Some(vec!["rbind".into(), "nosuid".into(), "noexec".into()]));
+            }
+            m
+        })
+        .collect();
+    config.set_mounts(Some(mounts));
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
