@@ -363,6 +363,10 @@ impl<R: Read, M: Message> FrameReader<R, M> {
         &self.inner
     }
 
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The next message, or `None` at a clean end of stream.
     pub fn read_msg(&mut self) -> Result<Option<M>, ReadError> {
         loop {
