@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::frame::{self, FrameReader, ReadError, WriteError, STREAM_STDIN};
 use crate::msg::{ExitStatus, GuestMsg, Hello, HostMsg, ProcessSpec, Role, WindowSize};
@@ -47,6 +47,40 @@ pub enum ClientError {
 }
 
 type Writer = Arc<Mutex<UnixStream>>;
+
+/// The read side with an optional deadline for the whole exchange, not per read: an agent that
+/// trickles bytes (or sends endless messages) cannot stretch a handshake past its timeout.
+struct Conn {
+    stream: UnixStream,
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    fn set_deadline(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.deadline = timeout.map(|t| Instant::now() + t);
+        if timeout.is_none() {
+            self.stream
+                .set_read_timeout(None)
+                .map_err(ClientError::Socket)?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        (&self.stream).read(buf)
+    }
+}
+
+type Reader = FrameReader<Conn, GuestMsg>;
 
 fn send(w: &Writer, msg: &HostMsg, during: &'static str) -> Result<(), ClientError> {
     // A poisoned lock only means another sender panicked mid-write; the stream is still usable
@@ -95,7 +129,7 @@ pub fn connect_hybrid(uds: &Path, port: u32, timeout: Duration) -> Result<UnixSt
 
 /// A connection after a successful hello.
 pub struct Agent {
-    reader: FrameReader<UnixStream, GuestMsg>,
+    reader: Reader,
     writer: Writer,
     peer: Hello,
     timeout: Duration,
@@ -105,13 +139,14 @@ impl Agent {
     /// Exchange hellos over an already connected stream; fails after `timeout` of silence.
     pub fn hello(stream: UnixStream, timeout: Duration) -> Result<Agent, ClientError> {
         stream
-            .set_read_timeout(Some(timeout))
-            .map_err(ClientError::Socket)?;
-        stream
             .set_write_timeout(Some(timeout))
             .map_err(ClientError::Socket)?;
         let writer = Arc::new(Mutex::new(stream.try_clone().map_err(ClientError::Socket)?));
-        let mut reader = FrameReader::new(stream);
+        let mut reader = FrameReader::new(Conn {
+            stream,
+            deadline: None,
+        });
+        reader.get_mut().set_deadline(Some(timeout))?;
         let ours = Hello {
             version: PROTOCOL_VERSION,
             software: format!("hull {}", env!("CARGO_PKG_VERSION")),
@@ -146,14 +181,15 @@ impl Agent {
             role,
             process: Box::new(process.clone()),
         };
+        self.reader.get_mut().set_deadline(Some(self.timeout))?;
         send(&self.writer, &msg, "start")?;
         let pid = match next(&mut self.reader, "start")? {
             GuestMsg::Started { pid } => pid,
             other => return Err(unexpected("start", other)),
         };
         // From here on silence is normal: the process may run for days without output.
-        let s = self.reader.get_ref();
-        s.set_read_timeout(None).map_err(ClientError::Socket)?;
+        self.reader.get_mut().set_deadline(None)?;
+        let s = &self.reader.get_ref().stream;
         s.set_write_timeout(None).map_err(ClientError::Socket)?;
         Ok(Session {
             reader: self.reader,
@@ -165,6 +201,7 @@ impl Agent {
 
     /// The pids of all workload processes in the guest.
     pub fn ps(mut self) -> Result<Vec<u32>, ClientError> {
+        self.reader.get_mut().set_deadline(Some(self.timeout))?;
         send(&self.writer, &HostMsg::Ps, "ps")?;
         match next(&mut self.reader, "ps")? {
             GuestMsg::Pids { pids } => Ok(pids),
@@ -174,6 +211,7 @@ impl Agent {
 
     /// Ask the guest to power off; returns when the agent acknowledged.
     pub fn shutdown(mut self) -> Result<(), ClientError> {
+        self.reader.get_mut().set_deadline(Some(self.timeout))?;
         send(&self.writer, &HostMsg::Shutdown, "shutdown")?;
         match next(&mut self.reader, "shutdown")? {
             GuestMsg::ShuttingDown => Ok(()),
@@ -187,10 +225,8 @@ impl Agent {
     }
 }
 
-fn next(
-    reader: &mut FrameReader<UnixStream, GuestMsg>,
-    during: &'static str,
-) -> Result<GuestMsg, ClientError> {
+/// The next message; any `Error` from the agent ends the exchange.
+fn next(reader: &mut Reader, during: &'static str) -> Result<GuestMsg, ClientError> {
     match reader.read_msg() {
         Ok(Some(GuestMsg::Error { message, .. })) => Err(ClientError::Agent(message)),
         Ok(Some(m)) => Ok(m),
@@ -209,7 +245,7 @@ fn unexpected(during: &'static str, msg: GuestMsg) -> ClientError {
 
 /// A running process in the guest.
 pub struct Session {
-    reader: FrameReader<UnixStream, GuestMsg>,
+    reader: Reader,
     writer: Writer,
     pid: u32,
     terminal: bool,
@@ -280,7 +316,24 @@ impl Session {
         }
         let (mut out_ok, mut err_ok) = (true, true);
         loop {
-            match next(&mut self.reader, "session")? {
+            let msg = match self.reader.read_msg() {
+                Ok(Some(GuestMsg::Error {
+                    message,
+                    fatal: true,
+                })) => return Err(ClientError::Agent(message)),
+                // Non-fatal: the agent refused one of our requests (e.g. a signal after the
+                // process exited); the session goes on.
+                Ok(Some(GuestMsg::Error { fatal: false, .. })) => continue,
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(ClientError::Closed("session")),
+                Err(source) => {
+                    return Err(ClientError::Read {
+                        during: "session",
+                        source,
+                    })
+                }
+            };
+            match msg {
                 GuestMsg::Stdout(d) => out_ok = out_ok && stdout.write_all(&d).is_ok(),
                 GuestMsg::Stderr(d) => err_ok = err_ok && stderr.write_all(&d).is_ok(),
                 GuestMsg::Exit { status } => {

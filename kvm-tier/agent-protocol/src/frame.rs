@@ -363,6 +363,10 @@ impl<R: Read, M: Message> FrameReader<R, M> {
         &self.inner
     }
 
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The next message, or `None` at a clean end of stream.
     pub fn read_msg(&mut self) -> Result<Option<M>, ReadError> {
         loop {
@@ -417,15 +421,17 @@ pub enum WriteError {
     Io(#[source] io::Error),
 }
 
-/// The fuzz target's body, shared with the corpus replay test: the first byte picks how the
-/// rest is chunked, every decoded message must re-encode to something that decodes to itself.
-#[doc(hidden)]
-pub fn fuzz_one_guest_stream(data: &[u8]) {
+/// The fuzz targets' body, shared with the corpus replay test: the first byte picks how the
+/// rest is chunked; every decoded message must re-encode to a frame that decodes to itself.
+fn fuzz_one_stream<M>(data: &[u8])
+where
+    M: Message + serde::Serialize + PartialEq + std::fmt::Debug,
+{
     let Some((&chunk, mut rest)) = data.split_first() else {
         return;
     };
     let chunk = usize::from(chunk).max(1);
-    let mut dec = Decoder::<GuestMsg>::new();
+    let mut dec = Decoder::<M>::new();
     while !rest.is_empty() {
         let n = chunk.min(rest.len());
         let mut input = &rest[..n];
@@ -434,7 +440,7 @@ pub fn fuzz_one_guest_stream(data: &[u8]) {
             match dec.decode(&mut input) {
                 Ok(Some(m)) => {
                     let again = encode(&m).map(|f| {
-                        let mut d = Decoder::<GuestMsg>::new();
+                        let mut d = Decoder::<M>::new();
                         d.decode(&mut &f[..]).map(|m| m.map(|m| (m, d.is_idle())))
                     });
                     match again {
@@ -449,6 +455,18 @@ pub fn fuzz_one_guest_stream(data: &[u8]) {
         assert!(input.is_empty(), "decoder returned None with input left");
     }
     let _ = dec.finish();
+}
+
+/// Fuzz body for what the host decodes (bytes from a possibly malicious guest).
+#[doc(hidden)]
+pub fn fuzz_one_guest_stream(data: &[u8]) {
+    fuzz_one_stream::<GuestMsg>(data)
+}
+
+/// Fuzz body for what the agent decodes (bytes from the host).
+#[doc(hidden)]
+pub fn fuzz_one_host_stream(data: &[u8]) {
+    fuzz_one_stream::<HostMsg>(data)
 }
 
 #[cfg(test)]

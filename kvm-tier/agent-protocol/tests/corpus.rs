@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use hull_agent_protocol::frame::{self, encode, encode_data, fuzz_one_guest_stream};
+use hull_agent_protocol::frame::{
+    self, encode, encode_data, fuzz_one_guest_stream, fuzz_one_host_stream,
+};
 use hull_agent_protocol::msg::*;
 use hull_agent_protocol::PROTOCOL_VERSION;
 
@@ -12,16 +14,29 @@ fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode_guest")
 }
 
-#[test]
-fn replay_corpus() {
+fn host_corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode_host")
+}
+
+fn replay(dir: PathBuf, body: fn(&[u8])) {
     let mut n = 0;
-    for e in std::fs::read_dir(corpus_dir()).expect("corpus directory") {
+    for e in std::fs::read_dir(&dir).expect("corpus directory") {
         let path = e.expect("corpus entry").path();
         let data = std::fs::read(&path).expect("corpus file");
-        fuzz_one_guest_stream(&data);
+        body(&data);
         n += 1;
     }
-    assert!(n >= 10, "only {n} corpus files");
+    assert!(n >= 10, "only {n} files in {}", dir.display());
+}
+
+#[test]
+fn replay_guest_corpus() {
+    replay(corpus_dir(), fuzz_one_guest_stream);
+}
+
+#[test]
+fn replay_host_corpus() {
+    replay(host_corpus_dir(), fuzz_one_host_stream);
 }
 
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -112,11 +127,69 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         .collect()
 }
 
+fn host_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let enc = |m: HostMsg| encode(&m).expect("valid seed");
+    let hello = || {
+        HostMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            software: "hull".into(),
+        })
+    };
+    let mut p = ProcessSpec::simple(["sh", "-c", "echo hi"]);
+    p.env.push("TERM=xterm".into());
+    p.additional_gids = vec![10, 20];
+    p.rlimits.push(Rlimit {
+        kind: RlimitType::Nofile,
+        soft: 1024,
+        hard: 4096,
+    });
+    p.terminal = true;
+    p.console_size = Some(WindowSize { rows: 24, cols: 80 });
+    p.root = Some("/run/hull/root".into());
+    p.oci = Some(serde_json::json!({"terminal": true, "args": ["sh"], "capabilities": {}}));
+    let start = || HostMsg::Start {
+        role: Role::Init,
+        process: Box::new(p.clone()),
+    };
+    let mut session = enc(hello());
+    session.extend(enc(start()));
+    session.extend(enc(HostMsg::Stdin(b"ls\n".to_vec())));
+    session.extend(enc(HostMsg::Resize(WindowSize {
+        rows: 50,
+        cols: 132,
+    })));
+    session.extend(enc(HostMsg::Signal { signal: 15 }));
+    session.extend(enc(HostMsg::CloseStdin));
+    let mut v = vec![
+        ("hello", enc(hello())),
+        ("start", enc(start())),
+        ("ps", enc(HostMsg::Ps)),
+        ("signal", enc(HostMsg::Signal { signal: 9 })),
+        (
+            "resize",
+            enc(HostMsg::Resize(WindowSize { rows: 1, cols: 1 })),
+        ),
+        ("close-stdin", enc(HostMsg::CloseStdin)),
+        ("shutdown", enc(HostMsg::Shutdown)),
+        ("stdin", enc(HostMsg::Stdin(b"input".to_vec()))),
+        ("whole-session", session),
+    ];
+    v.push(("hostile-oversize", b"hA\x01\x00\x7f\xff\xff\xff".to_vec()));
+    v.into_iter()
+        .map(|(n, mut f)| {
+            f.insert(0, if n == "whole-session" { 3 } else { 255 });
+            (n, f)
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "writes the seed corpus into the source tree"]
 fn write_seed_corpus() {
-    std::fs::create_dir_all(corpus_dir()).expect("mkdir corpus");
-    for (name, bytes) in seeds() {
-        std::fs::write(corpus_dir().join(format!("seed-{name}")), bytes).expect("write seed");
+    for (dir, seeds) in [(corpus_dir(), seeds()), (host_corpus_dir(), host_seeds())] {
+        std::fs::create_dir_all(&dir).expect("mkdir corpus");
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
+        }
     }
 }

@@ -245,7 +245,8 @@ impl Server {
             }
         };
         send(writer, &GuestMsg::Started { pid: pid as u32 })?;
-        tracing::info!(pid, ?role, program = %spec.args[0], "started");
+        let program = spec.args.first().map(String::as_str).unwrap_or_default();
+        tracing::info!(pid, ?role, program, "started");
 
         let (done_tx, done_rx) = mpsc::channel();
         let outputs = io.outputs.len();

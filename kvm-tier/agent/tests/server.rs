@@ -174,19 +174,43 @@ fn terminal_mode_has_a_pty_and_resizes() {
     let session = connect(&a.path).start(Role::Exec, &spec).unwrap();
     let control = session.control();
     let (tx, rx) = mpsc::channel();
+    // Resize only once the first size was printed, so both sizes are seen.
+    let mut out = Notify {
+        buf: Vec::new(),
+        want: "24 80",
+        tx: Some(tx),
+    };
     let t = thread::spawn(move || {
-        let mut out = Vec::new();
         let st = session.run(Some(Box::new(Gate(rx, control))), &mut out, &mut Vec::new());
-        (st.unwrap(), String::from_utf8_lossy(&out).into_owned())
+        (st.unwrap(), String::from_utf8_lossy(&out.buf).into_owned())
     });
-    // Give the shell time to print the first size before resizing.
-    thread::sleep(Duration::from_millis(300));
-    tx.send(()).unwrap();
     let (status, out) = t.join().unwrap();
     assert_eq!(status, EXIT_0);
     assert!(out.contains("/dev/pts/"), "{out:?}");
     assert!(out.contains("24 80"), "{out:?}");
     assert!(out.contains("50 132"), "{out:?}");
+}
+
+/// Output that tells a channel once it contains `want`.
+struct Notify {
+    buf: Vec<u8>,
+    want: &'static str,
+    tx: Option<Sender<()>>,
+}
+
+impl Write for Notify {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if String::from_utf8_lossy(&self.buf).contains(self.want) {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(());
+            }
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Stdin that, when released, resizes the terminal and then types a line.
@@ -247,15 +271,16 @@ fn concurrent_sessions_do_not_wait_for_each_other() {
     let runs: Vec<_> = (0..2)
         .map(|i| {
             let p = a.path.clone();
-            thread::spawn(move || run(&p, &["sh", "-c", &format!("sleep 1; echo {i}")]))
+            thread::spawn(move || run(&p, &["sh", "-c", &format!("sleep 2; echo {i}")]))
         })
         .collect();
     for (i, r) in runs.into_iter().enumerate() {
         let o = r.join().unwrap();
         assert_eq!((o.out, o.status), (format!("{i}\n"), EXIT_0));
     }
+    // One after the other would take 4 s.
     assert!(
-        t.elapsed() < Duration::from_millis(1900),
+        t.elapsed() < Duration::from_millis(3500),
         "{:?}",
         t.elapsed()
     );

@@ -165,3 +165,96 @@ fn hybrid_handshake_success_and_refusals() {
         .unwrap();
     assert!(matches!(e, ClientError::Hybrid { .. }), "{e}");
 }
+
+#[test]
+fn trickling_agent_cannot_stretch_the_handshake() {
+    let s = fake_agent(|s| {
+        for b in hello_frame(1) {
+            let _ = s.write_all(&[b]);
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let t = Instant::now();
+    let r = Agent::hello(s, Duration::from_millis(500));
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Read {
+                source: ReadError::Timeout,
+                ..
+            })
+        ),
+        "{:?}",
+        r.err()
+    );
+    assert!(t.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn session_survives_non_fatal_errors_and_relays_output() {
+    let s = fake_agent(|s| {
+        let mut all = hello_frame(1);
+        for m in [
+            GuestMsg::Started { pid: 9 },
+            GuestMsg::Stdout(b"out".to_vec()),
+            GuestMsg::Error {
+                message: "signal 15: the process has exited".into(),
+                fatal: false,
+            },
+            GuestMsg::Stderr(b"err".to_vec()),
+            GuestMsg::Exit {
+                status: ExitStatus::Signaled { signal: 15 },
+            },
+        ] {
+            all.extend(encode(&m).unwrap());
+        }
+        let _ = s.write_all(&all);
+    });
+    let session = Agent::hello(s, Duration::from_secs(2))
+        .unwrap()
+        .start(Role::Exec, &ProcessSpec::simple(["x"]))
+        .unwrap();
+    assert_eq!(session.pid(), 9);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let st = session.run(None, &mut out, &mut err).unwrap();
+    assert_eq!(
+        (st, out.as_slice(), err.as_slice()),
+        (
+            ExitStatus::Signaled { signal: 15 },
+            &b"out"[..],
+            &b"err"[..]
+        )
+    );
+}
+
+#[test]
+fn agent_closing_mid_session_is_an_error_not_a_hang() {
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    thread::spawn(move || {
+        let read_frame = |s: &mut UnixStream| {
+            let mut hdr = [0u8; HEADER_LEN];
+            let _ = s.read_exact(&mut hdr);
+            let len = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
+            let _ = s.read_exact(&mut vec![0u8; len.min(1 << 20)]);
+        };
+        read_frame(&mut theirs);
+        let _ = theirs.write_all(&hello_frame(1));
+        // The start request.
+        read_frame(&mut theirs);
+        let _ = theirs.write_all(&encode(&GuestMsg::Started { pid: 3 }).unwrap());
+        // Half a frame, then gone.
+        let _ = theirs.write_all(&encode(&GuestMsg::Stdout(b"abc".to_vec())).unwrap()[..5]);
+    });
+    let session = Agent::hello(ours, Duration::from_secs(2))
+        .unwrap()
+        .start(Role::Exec, &ProcessSpec::simple(["x"]))
+        .unwrap();
+    let err = session
+        .run(None, &mut Vec::new(), &mut Vec::new())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("stream ended inside a frame"),
+        "{err}"
+    );
+}
