@@ -14,6 +14,7 @@ pub mod acpi;
 pub mod boot;
 pub mod config;
 pub mod cpuid;
+pub mod device_manager;
 pub mod devices;
 pub mod exit;
 pub mod layout;
