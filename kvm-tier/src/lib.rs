@@ -17,6 +17,7 @@ pub mod cpuid;
 pub mod device_manager;
 pub mod devices;
 pub mod exit;
+pub mod launch;
 pub mod layout;
 pub mod memory;
 pub mod seccomp;
@@ -27,6 +28,7 @@ pub use config::{
     ConfigError, FsSandbox, KernelFormat, KernelKind, SerialInput, SerialOutput, VirtiofsOptions,
     VmConfig, VsockConfig, DEFAULT_CMDLINE,
 };
-pub use exit::ExitReason;
+pub use exit::{ExitReason, StopHandle};
+pub use launch::{run_to_exit, FsShare, Launch, LaunchError, LaunchExit, LaunchOptions};
 pub use seccomp::{SeccompLevel, ThreadKind};
 pub use vm::{kvm_available, Vm, VmError};

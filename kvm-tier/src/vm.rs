@@ -16,7 +16,7 @@ use crate::device_manager::{DeviceContext, DeviceError, DeviceManager};
 use crate::devices::serial_input::SerialInputPump;
 use crate::devices::virtio::fs::Virtiofsd;
 use crate::devices::Bus;
-use crate::exit::{ExitReason, ExitSignal};
+use crate::exit::{ExitReason, ExitSignal, StopHandle};
 use crate::layout;
 use crate::memory::{self, GuestMemoryMmap, MemoryError};
 use crate::seccomp::{SeccompError, ThreadFilters};
@@ -242,6 +242,11 @@ impl Vm {
     pub fn stop(&mut self) -> ExitReason {
         self.exit.request(ExitReason::Stopped);
         self.wait()
+    }
+
+    /// A handle that stops this VM from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle::new(self.exit.clone())
     }
 
     /// Time from `Vm::start` to the guest's boot-timer write, if it happened.
