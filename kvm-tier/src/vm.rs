@@ -115,19 +115,7 @@ impl Vm {
         let t0 = Instant::now();
         let kind = cfg.validate()?;
         let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        vm.set_tss_address(layout::KVM_TSS_ADDR as usize)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
-            .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        crate::cpuid::hide_pmu(&vm);
+        let vm = create_vm(&kvm)?;
 
         tracing::debug!(
             us = t0.elapsed().as_micros() as u64,
@@ -181,28 +169,8 @@ impl Vm {
             ready.push(vcpu);
         }
         let (pio, mmio) = devices.into_buses();
-        let mut timings = StartTimings::default();
-        let mut vcpus = Vec::new();
-        for vcpu in ready {
-            if vcpus.is_empty() {
-                timings.setup = t0.elapsed();
-            }
-            match vcpu.spawn(
-                pio.clone(),
-                mmio.clone(),
-                exit.clone(),
-                filters.vcpu.clone(),
-            ) {
-                Ok(h) => vcpus.push(h),
-                Err(e) => {
-                    exit.request(ExitReason::Stopped);
-                    for h in &mut vcpus {
-                        h.stop_and_join();
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
+        let (vcpus, timings) =
+            spawn_vcpus(ready, (pio.clone(), mmio.clone()), &exit, &filters, t0)?;
         tracing::info!(
             setup_us = timings.setup.as_micros() as u64,
             vcpus = cfg.vcpus,
@@ -303,6 +271,57 @@ impl Drop for Vm {
         self.exit.request(ExitReason::Stopped);
         self.join_vcpus();
     }
+}
+
+/// The VM with its TSS, identity map, in-kernel irqchip and PIT.
+fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    vm.set_tss_address(layout::KVM_TSS_ADDR as usize)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
+        .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    crate::cpuid::hide_pmu(&vm);
+    Ok(vm)
+}
+
+/// Starts each vCPU's thread; on a failure the ones started are stopped.
+fn spawn_vcpus(
+    ready: Vec<Vcpu>,
+    (pio, mmio): (Arc<Bus>, Arc<Bus>),
+    exit: &Arc<ExitSignal>,
+    filters: &ThreadFilters,
+    t0: Instant,
+) -> Result<(Vec<VcpuHandle>, StartTimings), VmError> {
+    let mut timings = StartTimings::default();
+    let mut vcpus = Vec::new();
+    for vcpu in ready {
+        if vcpus.is_empty() {
+            timings.setup = t0.elapsed();
+        }
+        match vcpu.spawn(
+            pio.clone(),
+            mmio.clone(),
+            exit.clone(),
+            filters.vcpu.clone(),
+        ) {
+            Ok(h) => vcpus.push(h),
+            Err(e) => {
+                exit.request(ExitReason::Stopped);
+                for h in &mut vcpus {
+                    h.stop_and_join();
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok((vcpus, timings))
 }
 
 /// `cmdline` followed by one `virtio_mmio.device=<size>@<base>:<irq>` per
