@@ -34,11 +34,11 @@ use acpi_tables::Aml;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::device_manager::MmioDeviceInfo;
 use crate::devices::acpi_sleep::S5_SLEEP_TYPE;
 use crate::devices::pvpanic::PVPANIC_HID;
 use crate::layout::{ports, ACPI_START, BIOS_END};
 use crate::memory::GuestMemoryMmap;
-use crate::vm::MmioDeviceInfo;
 
 const OEM_ID: [u8; 6] = *b"HULLVM";
 const OEM_REVISION: u32 = 1;

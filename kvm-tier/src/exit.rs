@@ -27,6 +27,23 @@ pub enum ExitReason {
     VcpuError(String),
 }
 
+/// Stops a VM from any thread (e.g. one forwarding a container `kill`):
+/// the VM's waiter then returns [`ExitReason::Stopped`] and tears it down.
+#[derive(Debug, Clone)]
+pub struct StopHandle(std::sync::Arc<ExitSignal>);
+
+impl StopHandle {
+    /// A handle on `signal`.
+    pub fn new(signal: std::sync::Arc<ExitSignal>) -> Self {
+        Self(signal)
+    }
+
+    /// Asks the VM to stop; a no-op once it ended for another reason.
+    pub fn stop(&self) {
+        self.0.request(ExitReason::Stopped);
+    }
+}
+
 /// A one-shot, first-writer-wins exit request shared by devices, vCPUs and
 /// the waiting caller.
 #[derive(Debug, Default)]

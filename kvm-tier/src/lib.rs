@@ -14,10 +14,12 @@ pub mod acpi;
 pub mod boot;
 pub mod config;
 pub mod cpuid;
+pub mod device_manager;
 pub mod devices;
 pub mod exit;
 pub mod guest_image;
 pub mod initramfs;
+pub mod launch;
 pub mod layout;
 pub mod memory;
 pub mod seccomp;
@@ -28,6 +30,7 @@ pub use config::{
     ConfigError, FsSandbox, KernelFormat, KernelKind, SerialInput, SerialOutput, VirtiofsOptions,
     VmConfig, VsockConfig, DEFAULT_CMDLINE,
 };
-pub use exit::ExitReason;
+pub use exit::{ExitReason, StopHandle};
+pub use launch::{run_to_exit, FsShare, Launch, LaunchError, LaunchExit, LaunchOptions};
 pub use seccomp::{SeccompLevel, ThreadKind};
 pub use vm::{kvm_available, Vm, VmError};

@@ -1,31 +1,23 @@
 //! A running micro-VM: KVM objects, memory, devices, vCPU threads; its start,
 //! wait and teardown.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use kvm_ioctls::{Kvm, VmFd};
 use thiserror::Error;
-use vm_memory::GuestAddress;
 
 use crate::acpi::{self, AcpiError};
 use crate::boot::{self, BootError};
-use crate::config::{ConfigError, SerialInput, VmConfig};
-use crate::devices::acpi_sleep::AcpiSleep;
-use crate::devices::boot_timer::BootTimer;
-use crate::devices::debug_exit::DebugExit;
-use crate::devices::i8042::I8042;
-use crate::devices::pci_host::PciHostBridge;
-use crate::devices::pvpanic::PvPanic;
-use crate::devices::serial::{open_output, SerialDevice};
+use crate::config::{ConfigError, VmConfig};
+pub use crate::device_manager::MmioDeviceInfo;
+use crate::device_manager::{DeviceContext, DeviceError, DeviceManager};
 use crate::devices::serial_input::SerialInputPump;
-use crate::devices::virtio::fs::{FsDevice, FsError, FsFrontend, Virtiofsd};
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::vsock::VsockDevice;
-use crate::devices::{Bus, BusError, IrqLine, SharedDevice};
-use crate::exit::{ExitReason, ExitSignal};
-use crate::layout::{self, ports};
+use crate::devices::virtio::fs::Virtiofsd;
+use crate::devices::Bus;
+use crate::exit::{ExitReason, ExitSignal, StopHandle};
+use crate::layout;
 use crate::memory::{self, GuestMemoryMmap, MemoryError};
 use crate::seccomp::{SeccompError, ThreadFilters};
 use crate::vcpu::{Vcpu, VcpuError, VcpuHandle};
@@ -59,53 +51,16 @@ pub enum VmError {
     /// vCPU set-up failed.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
-    /// A device could not be created.
-    #[error("creating the {what} device: {source}")]
-    Device {
-        /// Which device.
-        what: &'static str,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A device could not be placed on a bus.
-    #[error("placing the {what} device: {source}")]
-    Bus {
-        /// Which device.
-        what: &'static str,
-        /// The cause.
-        source: BusError,
-    },
-    /// The virtio-fs device or its virtiofsd could not be set up.
-    #[error("setting up virtio-fs for {dir}: {source}")]
-    Fs {
-        /// The shared directory.
-        dir: std::path::PathBuf,
-        /// The cause.
-        source: FsError,
-    },
+    /// A device could not be created or placed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// The seccomp filters could not be built.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
-    /// No IRQ left for a device.
-    #[error("no interrupt line left for the {0} device")]
-    OutOfIrqs(&'static str),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
-}
-
-/// A virtio-mmio device as the guest's firmware tables must describe it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MmioDeviceInfo {
-    /// The device's virtio id.
-    pub device_id: u32,
-    /// Base of its register window.
-    pub base: GuestAddress,
-    /// Window size.
-    pub size: u64,
-    /// Its GSI.
-    pub irq: u32,
 }
 
 /// Set-up costs measured by [`Vm::start`].
@@ -160,19 +115,7 @@ impl Vm {
         let t0 = Instant::now();
         let kind = cfg.validate()?;
         let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        vm.set_tss_address(layout::KVM_TSS_ADDR as usize)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
-            .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        crate::cpuid::hide_pmu(&vm);
+        let vm = create_vm(&kvm)?;
 
         tracing::debug!(
             us = t0.elapsed().as_micros() as u64,
@@ -189,112 +132,15 @@ impl Vm {
         let filters = ThreadFilters::new(cfg.seccomp)?;
         let exit = Arc::new(ExitSignal::new());
         let boot_time = Arc::new(OnceLock::new());
-        let mut pio = Bus::new();
-        let mut mmio = Bus::new();
-
-        // Legacy devices.
-        let serial_irq =
-            IrqLine::new(ports::SERIAL_COM1_IRQ).map_err(|source| VmError::Device {
-                what: "serial",
-                source,
-            })?;
-        vm.register_irqfd(serial_irq.eventfd(), serial_irq.gsi())
-            .map_err(kvm_err("KVM_IRQFD (serial)"))?;
-        let out = open_output(&cfg.serial).map_err(|source| VmError::Device {
-            what: "serial",
-            source,
-        })?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
-        let serial_input = start_serial_input(cfg, &serial, filters.device.clone())?;
-        let legacy: [(&'static str, SharedDevice, u16, u64); 7] = [
-            ("serial", serial, ports::SERIAL_COM1, 8),
-            (
-                "i8042",
-                Arc::new(Mutex::new(I8042::new(exit.clone()))),
-                ports::I8042_DATA,
-                5,
-            ),
-            (
-                "boot-timer",
-                Arc::new(Mutex::new(BootTimer::new(t0, boot_time.clone()))),
-                ports::BOOT_TIMER,
-                1,
-            ),
-            (
-                "debug-exit",
-                Arc::new(Mutex::new(DebugExit::new(exit.clone()))),
-                ports::DEBUG_EXIT,
-                1,
-            ),
-            (
-                "pvpanic",
-                Arc::new(Mutex::new(PvPanic::new(exit.clone()))),
-                ports::PVPANIC,
-                1,
-            ),
-            (
-                "pci-config",
-                Arc::new(Mutex::new(PciHostBridge::new())),
-                ports::PCI_CONFIG,
-                8,
-            ),
-            (
-                "acpi-sleep",
-                Arc::new(Mutex::new(AcpiSleep::new(exit.clone()))),
-                ports::ACPI_SLEEP_CONTROL,
-                2,
-            ),
-        ];
-        for (what, dev, port, len) in legacy {
-            pio.insert(dev, u64::from(port), len)
-                .map_err(|source| VmError::Bus { what, source })?;
-        }
-
-        // virtio-mmio devices.
-        let mut mmio_devices = Vec::new();
-        let mut virtiofsd = None;
-        let mut vsock_reset = None;
-        if let Some(dir) = &cfg.shared_dir {
-            let (daemon, dev) = start_virtio_fs(cfg, dir, filters.device.clone())?;
-            virtiofsd = Some(daemon);
-            let info = add_mmio_device(
-                &vm,
-                &mem,
-                &mut mmio,
-                &mut mmio_devices,
-                Box::new(dev),
-                "virtio-fs",
-            )?;
-            tracing::debug!(
-                ?info,
-                us = t0.elapsed().as_micros() as u64,
-                "virtio-fs device placed"
-            );
-        }
-        if let Some(vsock) = &cfg.vsock {
-            let dev = VsockDevice::new(
-                vsock.guest_cid,
-                vsock.uds_path.clone(),
-                filters.device.clone(),
-            )
-            .map_err(|source| VmError::Device {
-                what: "vsock",
-                source,
-            })?;
-            vsock_reset = Some(dev.reset_handle().map_err(|source| VmError::Device {
-                what: "vsock",
-                source,
-            })?);
-            let info = add_mmio_device(
-                &vm,
-                &mem,
-                &mut mmio,
-                &mut mmio_devices,
-                Box::new(dev),
-                "vsock",
-            )?;
-            tracing::debug!(?info, "vsock device placed");
-        }
+        let ctx = DeviceContext {
+            exit: exit.clone(),
+            start: t0,
+            boot_time: boot_time.clone(),
+            filter: filters.device.clone(),
+        };
+        let mut devices = DeviceManager::new();
+        let handles = devices.create_devices(&vm, &mem, cfg, &ctx)?;
+        let mmio_devices = devices.mmio_devices().to_vec();
 
         let rsdp = acpi::write_tables(&mem, cfg.vcpus, &mmio_devices)?;
         tracing::debug!(
@@ -322,30 +168,9 @@ impl Vm {
             vcpu.configure(&supported, cfg.vcpus, &mem, (index == 0).then_some(&entry))?;
             ready.push(vcpu);
         }
-        let pio = Arc::new(pio);
-        let mmio = Arc::new(mmio);
-        let mut timings = StartTimings::default();
-        let mut vcpus = Vec::new();
-        for vcpu in ready {
-            if vcpus.is_empty() {
-                timings.setup = t0.elapsed();
-            }
-            match vcpu.spawn(
-                pio.clone(),
-                mmio.clone(),
-                exit.clone(),
-                filters.vcpu.clone(),
-            ) {
-                Ok(h) => vcpus.push(h),
-                Err(e) => {
-                    exit.request(ExitReason::Stopped);
-                    for h in &mut vcpus {
-                        h.stop_and_join();
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
+        let (pio, mmio) = devices.into_buses();
+        let (vcpus, timings) =
+            spawn_vcpus(ready, (pio.clone(), mmio.clone()), &exit, &filters, t0)?;
         tracing::info!(
             setup_us = timings.setup.as_micros() as u64,
             vcpus = cfg.vcpus,
@@ -355,9 +180,9 @@ impl Vm {
         Ok(Vm {
             vcpus,
             _buses: (pio, mmio),
-            _serial_input: serial_input,
-            virtiofsd,
-            vsock_reset,
+            _serial_input: handles.serial_input,
+            virtiofsd: handles.virtiofsd,
+            vsock_reset: handles.vsock_reset,
             exit,
             boot_time,
             timings,
@@ -385,6 +210,11 @@ impl Vm {
     pub fn stop(&mut self) -> ExitReason {
         self.exit.request(ExitReason::Stopped);
         self.wait()
+    }
+
+    /// A handle that stops this VM from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle::new(self.exit.clone())
     }
 
     /// Time from `Vm::start` to the guest's boot-timer write, if it happened.
@@ -443,6 +273,57 @@ impl Drop for Vm {
     }
 }
 
+/// The VM with its TSS, identity map, in-kernel irqchip and PIT.
+fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    vm.set_tss_address(layout::KVM_TSS_ADDR as usize)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
+        .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    crate::cpuid::hide_pmu(&vm);
+    Ok(vm)
+}
+
+/// Starts each vCPU's thread; on a failure the ones started are stopped.
+fn spawn_vcpus(
+    ready: Vec<Vcpu>,
+    (pio, mmio): (Arc<Bus>, Arc<Bus>),
+    exit: &Arc<ExitSignal>,
+    filters: &ThreadFilters,
+    t0: Instant,
+) -> Result<(Vec<VcpuHandle>, StartTimings), VmError> {
+    let mut timings = StartTimings::default();
+    let mut vcpus = Vec::new();
+    for vcpu in ready {
+        if vcpus.is_empty() {
+            timings.setup = t0.elapsed();
+        }
+        match vcpu.spawn(
+            pio.clone(),
+            mmio.clone(),
+            exit.clone(),
+            filters.vcpu.clone(),
+        ) {
+            Ok(h) => vcpus.push(h),
+            Err(e) => {
+                exit.request(ExitReason::Stopped);
+                for h in &mut vcpus {
+                    h.stop_and_join();
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok((vcpus, timings))
+}
+
 /// `cmdline` followed by one `virtio_mmio.device=<size>@<base>:<irq>` per
 /// device (the syntax of `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`).
 pub fn cmdline_with_devices(cmdline: &str, devices: &[MmioDeviceInfo]) -> String {
@@ -459,102 +340,10 @@ pub fn cmdline_with_devices(cmdline: &str, devices: &[MmioDeviceInfo]) -> String
     out
 }
 
-/// Opens the console input and starts copying it into the UART.
-fn start_serial_input(
-    cfg: &VmConfig,
-    serial: &Arc<Mutex<SerialDevice>>,
-    filter: Option<seccompiler::BpfProgram>,
-) -> Result<Option<SerialInputPump>, VmError> {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| VmError::Device {
-        what: "serial input",
-        source,
-    };
-    let input: std::fs::File = match &cfg.serial_input {
-        SerialInput::None => return Ok(None),
-        SerialInput::Stdin => std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(err)?
-            .into(),
-        SerialInput::File(p) => std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(p)
-            .map_err(err)?,
-    };
-    SerialInputPump::spawn(input, serial.clone(), filter)
-        .map(Some)
-        .map_err(err)
-}
-
-/// Starts virtiofsd for `dir` and negotiates with it.
-fn start_virtio_fs(
-    cfg: &VmConfig,
-    dir: &std::path::Path,
-    filter: Option<seccompiler::BpfProgram>,
-) -> Result<(Virtiofsd, FsDevice), VmError> {
-    let fs_err = |source| VmError::Fs {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let binary = cfg
-        .virtiofs
-        .find_binary()
-        .ok_or(VmError::Config(ConfigError::VirtiofsdMissing))?;
-    let (daemon, stream) =
-        Virtiofsd::spawn(&binary, dir, &cfg.virtiofs, &std::env::temp_dir(), filter)
-            .map_err(fs_err)?;
-    let frontend = FsFrontend::connect(stream, 2).map_err(fs_err)?;
-    let dev = FsDevice::new(frontend, &cfg.virtiofs.tag).map_err(fs_err)?;
-    Ok((daemon, dev))
-}
-
-fn add_mmio_device(
-    vm: &VmFd,
-    mem: &GuestMemoryMmap,
-    bus: &mut Bus,
-    placed: &mut Vec<MmioDeviceInfo>,
-    device: Box<dyn crate::devices::virtio::VirtioDevice>,
-    what: &'static str,
-) -> Result<MmioDeviceInfo, VmError> {
-    let n = placed.len() as u64;
-    let irq = layout::VIRTIO_IRQ_BASE + placed.len() as u32;
-    if irq > layout::IRQ_MAX {
-        return Err(VmError::OutOfIrqs(what));
-    }
-    let base = layout::VIRTIO_MMIO_BASE + n * layout::VIRTIO_MMIO_SIZE;
-    let line = IrqLine::new(irq).map_err(|source| VmError::Device { what, source })?;
-    vm.register_irqfd(line.eventfd(), irq)
-        .map_err(kvm_err("KVM_IRQFD (virtio)"))?;
-    let info = MmioDeviceInfo {
-        device_id: device.device_type(),
-        base: GuestAddress(base),
-        size: layout::VIRTIO_MMIO_SIZE,
-        irq,
-    };
-    let notify = base + crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
-    for (queue, evt) in device.queue_eventfds() {
-        if let Err(e) = vm.register_ioevent(evt, &IoEventAddress::Mmio(notify), u32::from(queue)) {
-            // The transport still forwards notifications, with a VM exit.
-            tracing::warn!(what, queue, error = %e, "KVM_IOEVENTFD refused");
-        }
-    }
-    let transport = MmioTransport::new(mem.clone(), device, line);
-    bus.insert(
-        Arc::new(Mutex::new(transport)),
-        base,
-        layout::VIRTIO_MMIO_SIZE,
-    )
-    .map_err(|source| VmError::Bus { what, source })?;
-    placed.push(info);
-    Ok(info)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::GuestAddress;
 
     #[test]
     fn cmdline_device_strings() {

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use hull_kvm::acpi;
-use hull_kvm::vm::MmioDeviceInfo;
+use hull_kvm::device_manager::MmioDeviceInfo;
 use vm_memory::GuestAddress;
 
 fn iasl_available() -> bool {

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hull_kvm::acpi;
+use hull_kvm::device_manager::MmioDeviceInfo;
 use hull_kvm::layout;
-use hull_kvm::vm::MmioDeviceInfo;
 use vm_memory::GuestAddress;
 
 const TIMEOUT: Duration = Duration::from_secs(30);

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use hull_kvm::launch::append_cmdline;
 use hull_kvm::{
-    ExitReason, FsSandbox, KernelFormat, SeccompLevel, SerialInput, SerialOutput, ThreadKind,
-    VirtiofsOptions, Vm, VmConfig, VsockConfig,
+    FsSandbox, KernelFormat, Launch, LaunchExit, SeccompLevel, SerialInput, SerialOutput,
+    ThreadKind, VirtiofsOptions, Vm, VmConfig, VsockConfig,
 };
 
 const EXIT_STATUSES: &str = "\
@@ -132,10 +133,7 @@ fn main() -> ExitCode {
             KernelFormat::Auto
         },
         initramfs: args.initramfs,
-        cmdline: match &args.append {
-            Some(extra) => format!("{} {extra}", args.cmdline),
-            None => args.cmdline.clone(),
-        },
+        cmdline: append_cmdline(&args.cmdline, args.append.as_deref()),
         shared_dir: args.shared_dir,
         virtiofs: VirtiofsOptions {
             binary: args.virtiofsd,
@@ -169,47 +167,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut vm = match Vm::start(&cfg) {
-        Ok(vm) => vm,
+    let timeout = args.timeout_ms.map(std::time::Duration::from_millis);
+    let mut launch = match Launch::start(&cfg, timeout) {
+        Ok(launch) => launch,
         Err(e) => {
             eprintln!("hull-vmm: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(e.status());
         }
     };
     if let Some(fd) = reset_signal {
-        if let Err(e) = spawn_reset_thread(fd, vm.vsock_reset_handle(), !args.no_seccomp) {
+        if let Err(e) = spawn_reset_thread(fd, launch.vm().vsock_reset_handle(), !args.no_seccomp) {
             eprintln!("hull-vmm: --vsock-reset-signal: {e}");
             return ExitCode::from(2);
         }
     }
     // From here on this thread only waits for the VM and tears it down.
-    if !args.no_seccomp {
-        if let Err(e) = hull_kvm::seccomp::confine_current_thread(ThreadKind::Api) {
+    let end = match launch.wait() {
+        Ok(end) => end,
+        Err(e) => {
             eprintln!("hull-vmm: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(e.status());
+        }
+    };
+    match &end {
+        LaunchExit::TimedOut(t) => {
+            eprintln!("hull-vmm: timed out after {} ms", t.as_millis());
+            report(launch.vm());
+        }
+        LaunchExit::Guest(reason) => {
+            report(launch.vm());
+            eprintln!("hull-vmm: VM exited: {reason:?}");
         }
     }
-    let reason = match args.timeout_ms {
-        Some(ms) => match vm.wait_timeout(std::time::Duration::from_millis(ms)) {
-            Some(r) => r,
-            None => {
-                vm.stop();
-                eprintln!("hull-vmm: timed out after {ms} ms");
-                report(&vm);
-                return ExitCode::from(124);
-            }
-        },
-        None => vm.wait(),
-    };
-    report(&vm);
-    eprintln!("hull-vmm: VM exited: {reason:?}");
-    match reason {
-        ExitReason::Reset | ExitReason::Stopped => ExitCode::SUCCESS,
-        ExitReason::PowerOff => ExitCode::from(3),
-        ExitReason::Panic => ExitCode::from(4),
-        ExitReason::DebugExit(code) => ExitCode::from(code),
-        _ => ExitCode::from(1),
-    }
+    ExitCode::from(end.status())
 }
 
 /// Blocks SIGUSR1 in this thread (and the threads it creates) and returns
