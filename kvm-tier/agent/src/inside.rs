@@ -193,9 +193,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A namespace descriptor and its `CLONE_NEW*` type.
+type NsFd = (OwnedFd, libc::c_int);
+
 /// Descriptors of the namespaces of `pid` an exec'd process joins (the mount namespace is
 /// joined by the sequence itself; the pid namespace by the launching thread).
-fn namespace_fds(pid: i32) -> Result<(Option<OwnedFd>, Vec<(OwnedFd, libc::c_int)>), LaunchError> {
+fn namespace_fds(pid: i32) -> Result<(Option<OwnedFd>, Vec<NsFd>), LaunchError> {
     let open = |name: &str| -> Option<OwnedFd> {
         File::open(format!("/proc/{pid}/ns/{name}"))
             .ok()
