@@ -272,7 +272,13 @@ pub fn features() -> Value {
             "intelRdt": { "enabled": false },
             "mountExtensions": { "idmap": { "enabled": false } },
         },
-        "annotations": { ISOLATION: "container", USERNS: "auto" },
+        "annotations": {
+            ISOLATION: "container",
+            USERNS: "auto",
+            crate::vm::VM_MEMORY_MIB: crate::vm::DEFAULT_MEMORY_MIB.to_string(),
+            crate::vm::VM_VCPUS: "1",
+            crate::vm::UNSUPPORTED_KEY: crate::vm::UNSUPPORTED.join(","),
+        },
         "potentiallyUnsafeConfigAnnotations": [],
     })
 }
@@ -315,7 +321,9 @@ mod tests {
         );
         assert_eq!(
             v["annotations"],
-            json!({"io.hull.isolation": "container", "io.hull.userns": "auto"})
+            json!({"io.hull.isolation": "container", "io.hull.userns": "auto",
+                "io.hull.vm.memory_mib": "512", "io.hull.vm.vcpus": "1",
+                "io.hull.vm.unsupported": crate::vm::UNSUPPORTED.join(",")})
         );
         assert_eq!(v["potentiallyUnsafeConfigAnnotations"], json!([]));
         let opts = v["mountOptions"].as_array().cloned().unwrap_or_default();

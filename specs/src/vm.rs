@@ -14,6 +14,29 @@ pub const VM_MEMORY_MIB: &str = "io.hull.vm.memory_mib";
 /// Guest vCPUs (overrides the CPU limit's share).
 pub const VM_VCPUS: &str = "io.hull.vm.vcpus";
 
+/// `hull features` lists, under this annotation key, what a VM container refuses.
+pub const UNSUPPORTED_KEY: &str = "io.hull.vm.unsupported";
+/// What `create` refuses for a VM container (see [`check_vm_supported`] and the runtime's
+/// host-side checks), by config field or option.
+pub const UNSUPPORTED: &[&str] = &[
+    "process.apparmorProfile",
+    "process.selinuxLabel",
+    "linux.mountLabel",
+    "hooks.createContainer",
+    "hooks.startContainer",
+    "linux.uidMappings",
+    "linux.gidMappings",
+    "linux.namespaces[].path",
+    "linux.namespaces[type=user]",
+    "linux.devices",
+    "linux.intelRdt",
+    "mounts[type=bind]",
+    "linux.seccomp.listenerPath",
+    "--preserve-fds",
+    "checkpoint",
+    "restore",
+];
+
 /// What the VMM and virtiofsd themselves need inside the container's memory limit (their
 /// measured RSS is ~3 MiB and a few MiB; the rest is headroom for page tables and buffers).
 pub const VMM_OVERHEAD_MIB: u64 = 48;

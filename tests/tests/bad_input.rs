@@ -214,12 +214,16 @@ fn cases() -> Vec<Case> {
             hull_only: None,
         },
         Case {
-            name: "VM isolation this build cannot give",
+            name: "VM container with a host device",
             setup: |b, _| {
                 b.set("/annotations", json!({"io.hull.isolation": "vm"}));
+                b.set(
+                    "/linux/devices",
+                    json!([{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]),
+                );
             },
             any: &[],
-            hull: &["io.hull.isolation", "vm", "shared host kernel"],
+            hull: &["linux.devices", "VM container"],
             hull_only: Some("runc has no VM tier and ignores hull's annotations"),
         },
         Case {

@@ -48,7 +48,7 @@ pub enum VmError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// No usable guest image.
-    #[error("VM container: {source} (image directory {}; set {IMAGE_DIR_ENV} or run `hull vm-image build`)", .dir.display())]
+    #[error("VM container: {source} (image directory {}, {IMAGE_DIR_ENV} names another)", .dir.display())]
     Image {
         /// What is wrong with the image.
         source: GuestImageError,
