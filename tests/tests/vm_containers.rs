@@ -4,45 +4,14 @@
 //! busybox bundle. One L1 boot per lane runs every scenario below as a step; the tests
 //! share that one run and check each step's output.
 
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hull_tests::nested::{guest_kernel, host_kvm_boots_linux, Plan, Report, Skip};
+use hull_tests::nested::{host_kvm_boots_linux, Plan, Report, Skip};
 use hull_tests::skip::skipped;
 use hull_tests::Bundle;
 
-/// Shell helpers every step gets. `mkb NAME` copies the bundle template NAME (its
-/// config.json and the shared busybox rootfs) to ./NAME.
-const PRELUDE: &str = r#"
-export PATH=$NEST/nested/bin:$PATH HULL_VIRTIOFSD=$NEST/nested/bin/virtiofsd
-export HULL_VM_IMAGE_DIR=$NEST/nested/vm-image
-if [ -z "$NEST" ] && ! grep -q cgroup2 /proc/mounts; then
-  mount -t cgroup2 none /sys/fs/cgroup
-  echo "+memory +pids +cpu" > /sys/fs/cgroup/cgroup.subtree_control
-  # A terminal for `exec -t` (hull's side of the console lives in the VMM's namespaces).
-  mkdir -p /dev/pts; mount -t devpts -o ptmxmode=0666 devpts /dev/pts
-fi
-mkb() { mkdir -p $1; cp $NEST/nested/bundles/$1/config.json $1/; cp -a $NEST/nested/rootfs $1/rootfs; }
-# wait_for FILE PATTERN SECONDS: until PATTERN is in FILE.
-wait_for() { i=0; while ! grep -q "$2" "$1" 2>/dev/null; do
-  i=$((i+1)); [ $i -gt $(($3 * 10)) ] && return 1; sleep 0.1; done; }
-# wait_file FILE SECONDS: until FILE exists.
-wait_file() { i=0; while [ ! -e "$1" ]; do
-  i=$((i+1)); [ $i -gt $(($2 * 10)) ] && return 1; sleep 0.1; done; }
-# status ID: the container's status from `hull state`.
-status() { hull state $1 2>/dev/null | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p'; }
-# leftovers ID: what a deleted container must not leave (state, cgroup, processes, mounts).
-leftovers() {
-  [ -e /run/hull/$1 ] && echo "left: state dir"
-  find /sys/fs/cgroup -name "*$1*" -type d 2>/dev/null | sed 's/^/left: cgroup /'
-  grep -q "$1" /proc/mounts && echo "left: mount"
-  for p in /proc/[0-9]*; do
-    case "$(readlink $p/exe 2>/dev/null)" in *hull*|*virtiofsd*) echo "left: process $(cat $p/cmdline | tr '\0' ' ')";; esac
-  done
-  true
-}
-"#;
+use hull_tests::nested::vm_containers::{self, Binaries, PRELUDE};
 
 /// `hull run`: output, chosen exit status, a kernel of its own, stdin, and rootfs writes.
 const STEP_RUN: &str = r#"
@@ -125,12 +94,6 @@ HULL_VM_IMAGE_DIR=/nonexistent hull run --bundle noimage noimage-$$ > noimage.ou
 sed 's/^/noimage: /' noimage.out; leftovers noimage-$$
 "#;
 
-fn workspace_bin(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/debug")
-        .join(name)
-}
-
 /// The bundle templates: `config.json` of each, the process as the scenario needs it.
 fn bundles() -> Vec<(&'static str, Bundle)> {
     let vm = |sh: &str| {
@@ -173,77 +136,27 @@ fn bundles() -> Vec<(&'static str, Bundle)> {
 }
 
 fn build_plan() -> Result<Plan, Skip> {
-    let kernel = guest_kernel().map_err(Skip)?;
-    let virtiofsd = hull_kvm::VirtiofsOptions::default()
-        .find_binary()
-        .ok_or_else(|| Skip("virtiofsd missing: run kvm-tier/tools/install-virtiofsd".into()))?;
-    let (hull, agent) = (workspace_bin("hull"), workspace_bin("hull-agent"));
-    for b in [&hull, &agent] {
+    // Kept for the life of the process: the payload refers to files in it.
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path();
+    let bins = Binaries::of_profile("debug");
+    for b in [&bins.hull, &bins.agent] {
         assert!(
             b.is_file(),
             "{} missing: cargo build --workspace --bins",
             b.display()
         );
     }
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR
-        .get_or_init(|| tempfile::tempdir().expect("temp dir"))
-        .path();
-    // Debug info off: a smaller initramfs boots faster under the emulated CPU.
-    let stripped = dir.join("hull-agent");
-    let ok = std::process::Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(&agent)
-        .arg(&stripped)
-        .status()
-        .is_ok_and(|s| s.success());
-    let spec = hull_kvm::guest_image::ImageSpec {
-        kernel,
-        agent: if ok { stripped } else { agent.clone() },
-        modules: hull_kvm::guest_image::AGENT_MODULES
-            .iter()
-            .map(|m| m.to_string())
-            .collect(),
-    };
-    let image = hull_kvm::guest_image::build(&spec, &dir.join("vm-image"))
-        .map_err(|e| Skip(format!("building the guest image: {e}")))?;
-    let mut plan = Plan::new();
-    plan.payload
-        .binary_stripped("nested/bin/hull", &hull, dir)
-        .and_then(|p| p.binary("nested/bin/virtiofsd", &virtiofsd))
-        .map_err(|e| Skip(e.to_string()))?;
-    plan.payload
-        .file("nested/vm-image/vmlinuz", &image.kernel, 0o644)
-        .file("nested/vm-image/initramfs.cpio", &image.initramfs, 0o644);
-    // The payload reads files when it is packed, after the bundles' temp dirs are gone:
-    // the rootfs is copied into the run's own dir, the configs go in as bytes.
-    let templates = bundles();
-    if let Some((_, b)) = templates.first() {
-        let rootfs = dir.join("rootfs");
-        let copied = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(b.rootfs())
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(copied, "copying the busybox rootfs");
-        plan.payload
-            .tree("nested/rootfs", &rootfs)
-            .map_err(|e| Skip(e.to_string()))?;
-    }
-    for (name, b) in &templates {
-        b.write();
-        let config = std::fs::read(b.config_path()).expect("bundle config");
-        plan.payload
-            .bytes(&format!("nested/bundles/{name}/config.json"), config, 0o644);
-    }
+    let mut plan = vm_containers::plan(&bins, &bundles(), dir)?;
     let only = std::env::var("HULL_NESTED_STEPS").unwrap_or_default();
     for (lane, name, secs, body) in [
         (0, "run", 240, STEP_RUN),
         (0, "limits", 90, STEP_LIMITS),
         (0, "errors", 30, STEP_ERRORS),
         (1, "exec", 300, STEP_EXEC),
-        (1, "faults", 240, STEP_FAULTS),
+        (0, "faults", 240, STEP_FAULTS),
     ] {
         if only.is_empty() || only.split(',').any(|o| o == name) {
             plan.step_in_lane(

@@ -12,6 +12,10 @@
 //!   first instruction) and `Vm::start`→/init (the boot-timer port write);
 //! * RSS beyond guest memory: the resident size of every mapping of the VMM process except
 //!   the 256 MiB guest RAM mapping (`/proc/PID/smaps`), while the guest sits in /init.
+//!
+//! With `--containers`: `hull run` of `/bin/true` in a plain container and in a VM container
+//! (`io.hull.isolation=vm`: boot, agent, virtio-fs rootfs, exit, teardown), interleaved, in
+//! the same L1; the figure is the VM/plain ratio of the medians.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,8 +95,13 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 fn main() -> ExitCode {
     let mut rounds = 3usize;
     let mut vmm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/hull-vmm");
+    let mut containers = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--containers" {
+            containers = true;
+            continue;
+        }
         match (a.as_str(), args.next()) {
             ("--rounds", Some(n)) => match n.parse() {
                 Ok(n) if n > 0 => rounds = n,
@@ -102,7 +111,12 @@ fn main() -> ExitCode {
             _ => return usage(&format!("unknown argument {a:?}")),
         }
     }
-    match run(rounds, &vmm) {
+    let result = if containers {
+        run_containers(rounds)
+    } else {
+        run(rounds, &vmm)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hull-vm-bench: {e}");
@@ -112,7 +126,9 @@ fn main() -> ExitCode {
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("hull-vm-bench: {msg}\nusage: hull-vm-bench [--rounds N] [--vmm PATH]");
+    eprintln!(
+        "hull-vm-bench: {msg}\nusage: hull-vm-bench [--rounds N] [--vmm PATH] [--containers]"
+    );
     ExitCode::from(2)
 }
 
@@ -274,5 +290,66 @@ fn run(rounds: usize, vmm: &Path) -> Result<(), String> {
             eprintln!("--- step {name}: status {:?}\n{}", s.status, s.output);
         }
     }
+    Ok(())
+}
+
+/// `--containers`: `hull run /bin/true`, plain and in a VM, `rounds` times each, interleaved.
+fn run_containers(rounds: usize) -> Result<(), String> {
+    use hull_tests::nested::vm_containers::{self, Binaries, PRELUDE};
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut plain = hull_tests::Bundle::new();
+    plain.args(&["/bin/true"]);
+    let mut vm = hull_tests::Bundle::new();
+    vm.args(&["/bin/true"])
+        .annotation("io.hull.isolation", "vm")
+        .readonly_root(false);
+    let bins = Binaries::of_profile("release");
+    let mut plan = vm_containers::plan(&bins, &[("plain", plain), ("vm", vm)], dir.path())
+        .map_err(|s| format!("cannot run: {}", s.0))?;
+    let script = format!(
+        r#"{PRELUDE}
+mkb plain; mkb vm
+now() {{ cut -d' ' -f1 /proc/uptime; }}
+i=0
+while [ $i -lt {rounds} ]; do
+  for kind in plain vm; do
+    t0=$(now); hull run --bundle $kind $kind-$i > $kind-$i.log 2>&1; rc=$?; t1=$(now)
+    echo "run $kind $t0 $t1 rc=$rc"
+    [ $rc = 0 ] || cat $kind-$i.log
+  done
+  i=$((i+1))
+done
+"#
+    );
+    plan.step(
+        "containers",
+        Duration::from_secs(120 + 60 * rounds as u64),
+        &script,
+    );
+    let host = hull_tests::nested::host_kvm_boots_linux();
+    let report = plan.run(host).map_err(|s| format!("cannot run: {}", s.0))?;
+    let out = &report.step("containers").output;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let ["run", kind, t0, t1, "rc=0"] = w.as_slice() {
+            if let (Ok(a), Ok(b)) = (t0.parse::<f64>(), t1.parse::<f64>()) {
+                times[usize::from(*kind == "vm")].push((b - a) * 1000.0);
+            }
+        }
+    }
+    if times.iter().any(|t| t.len() < rounds) {
+        return Err(format!("not every run succeeded:\n{out}"));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (p, v) = (median(&mut times[0]), median(&mut times[1]));
+    println!(
+        "hull run /bin/true ({:?}, medians of {rounds}): plain container {p:.0} ms, VM container {v:.0} ms, VM/plain {:.1}",
+        report.mode,
+        v / p
+    );
     Ok(())
 }

@@ -23,6 +23,8 @@
 //! the temp dir on the host), run in an empty scratch directory, and must not assume
 //! anything else of the machine.
 
+pub mod vm_containers;
+
 pub use hull_kvm::guest_image::GuestKernel;
 pub use hull_kvm::initramfs::{shared_libraries, Initramfs, InitramfsError};
 
