@@ -312,14 +312,16 @@ impl GuestImage {
     }
 }
 
-/// The initramfs contents for `spec`: `/init` (the agent, with its shared libraries), the
-/// modules under [`MODULES_DIR`] and their load order in [`MODULES_ORDER`].
-pub fn initramfs(spec: &ImageSpec) -> Result<Initramfs, GuestImageError> {
+/// The initramfs contents for `spec`: `/init` (the agent, with its shared libraries; a
+/// stripped copy goes to `scratch`), the modules under [`MODULES_DIR`] and their load order
+/// in [`MODULES_ORDER`].
+pub fn initramfs(spec: &ImageSpec, scratch: &Path) -> Result<Initramfs, GuestImageError> {
     let mut fs = Initramfs::new();
     for d in ["dev", "proc", "sys", "run", "tmp", "mnt"] {
         fs.dir(d);
     }
-    fs.binary("init", &spec.agent)?;
+    // Without debug info (when objcopy is there): the guest unpacks every byte at boot.
+    fs.binary_stripped("init", &spec.agent, scratch)?;
     let names: Vec<&str> = spec.modules.iter().map(String::as_str).collect();
     let mut order = String::new();
     for path in spec.kernel.modules_in_load_order(&names)? {
@@ -346,7 +348,11 @@ pub fn build(spec: &ImageSpec, dir: &Path) -> Result<GuestImage, GuestImageError
         initramfs: dir.join(GuestImage::INITRAMFS),
     };
     let tmp_initramfs = dir.join(".initramfs.cpio.tmp");
-    initramfs(spec)?.write_cpio(&tmp_initramfs)?;
+    let scratch = dir.join(".scratch");
+    fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
+    let written = initramfs(spec, &scratch).and_then(|i| Ok(i.write_cpio(&tmp_initramfs)?));
+    let _ = fs::remove_dir_all(&scratch);
+    written?;
     let tmp_kernel = dir.join(".vmlinuz.tmp");
     fs::copy(&spec.kernel.vmlinuz, &tmp_kernel).map_err(io_err(&spec.kernel.vmlinuz))?;
     fs::rename(&tmp_kernel, &image.kernel).map_err(io_err(&image.kernel))?;

@@ -279,7 +279,10 @@ fn console_tail(vp: &VmPlan) -> String {
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
-        return String::new();
+        return format!(
+            "; the guest console ({}) is empty: the kernel did not start",
+            vp.console_log.display()
+        );
     }
     let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
     format!("; guest console: {tail}")

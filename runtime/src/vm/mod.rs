@@ -201,6 +201,21 @@ pub fn process_spec(
     Ok(spec)
 }
 
+/// `/dev/kvm` (char 10:232) allowed in the container's device cgroup, after the config's
+/// own rules (a later rule wins), so the VMM can open it under a deny-all config.
+pub fn allow_kvm_device(resources: &mut Option<oci_spec::runtime::LinuxResources>) {
+    let mut kvm = oci_spec::runtime::LinuxDeviceCgroup::default();
+    kvm.set_allow(true);
+    kvm.set_typ(Some(oci_spec::runtime::LinuxDeviceType::C));
+    kvm.set_major(Some(10));
+    kvm.set_minor(Some(232));
+    kvm.set_access(Some("rwm".into()));
+    let r = resources.get_or_insert_with(Default::default);
+    let mut rules = r.devices().clone().unwrap_or_default();
+    rules.push(kvm);
+    r.set_devices(Some(rules));
+}
+
 /// Whether `spec` asks for the VM tier.
 pub fn wanted(spec: &Spec) -> Result<bool, SpecError> {
     Ok(hull_specs::annotations::isolation(spec)? == hull_specs::Isolation::Vm)
@@ -219,6 +234,13 @@ pub fn plan(spec: &Spec, state_dir: &Path, preserve_fds: i32) -> Result<VmPlan, 
     let VmSize { memory_mib, vcpus } = hull_specs::vm::vm_size(spec, host_cpus)?;
     let image = load_image()?;
     hull_kvm::kvm_available().map_err(VmError::NoKvm)?;
+    // The PVM nested hypervisor runs small guests but not a standard Linux kernel (KVM
+    // emulation failures): say so now instead of waiting out the boot timeout.
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return Err(VmError::NoKvm(
+            "/dev/kvm is the PVM nested hypervisor (module kvm_pvm), which cannot boot a standard Linux guest".into(),
+        ));
+    }
     let virtiofsd = hull_kvm::VirtiofsOptions::default()
         .find_binary()
         .ok_or(VmError::NoVirtiofsd)?;
