@@ -144,47 +144,27 @@ pub fn flat_config(payload: &Path, serial: &Path) -> hull_kvm::VmConfig {
     cfg
 }
 
-/// Builds an uncompressed newc cpio archive from (path, mode, contents).
+/// An uncompressed newc cpio archive of (path, mode, contents), written by hull-kvm's own
+/// initramfs builder (directories and symlinks by their mode's file type).
 pub fn cpio_newc(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
-    fn pad4(out: &mut Vec<u8>) {
-        while out.len() & 3 != 0 {
-            out.push(0);
+    let mut fs = hull_kvm::initramfs::Initramfs::new();
+    for (name, mode, data) in entries {
+        match mode & 0o170000 {
+            0o040000 => {
+                fs.dir(name);
+            }
+            0o120000 => {
+                fs.symlink(name, &String::from_utf8_lossy(data));
+            }
+            _ => {
+                fs.bytes(name, data.clone(), *mode);
+            }
         }
     }
-    let mut out = Vec::new();
-    let trailer = ("TRAILER!!!", 0u32, Vec::new());
-    for (ino, (name, mode, data)) in entries
-        .iter()
-        .map(|(n, m, d)| (*n, *m, d.clone()))
-        .chain(std::iter::once(trailer))
-        .enumerate()
-    {
-        let fields = [
-            ino as u32 + 1,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            0,
-            0,
-            name.len() as u32 + 1,
-            0,
-        ];
-        out.extend_from_slice(b"070701");
-        for f in fields {
-            out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        pad4(&mut out);
-        out.extend_from_slice(&data);
-        pad4(&mut out);
-    }
-    out
+    let dir = tempfile::tempdir().expect("temp dir for the archive");
+    let out = dir.path().join("initramfs.cpio");
+    fs.write_cpio(&out).expect("writing the archive");
+    std::fs::read(&out).expect("reading the archive back")
 }
 
 /// A guest kernel for the boot probe: `$HULL_TEST_KERNEL`, else the newest
