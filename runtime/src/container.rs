@@ -361,8 +361,6 @@ impl Runtime {
         dir.save(&saved)?;
         let mut resources = cgroup_resources(spec);
         if vm_plan.is_some() {
-            // The container's init is the VMM: it opens /dev/kvm (and nothing else of the
-            // host's devices; the workload runs in the guest with the guest's own).
             crate::vm::allow_kvm_device(&mut resources);
         }
         // Limits are applied now; init joins the cgroup after the plan is sent (below).

@@ -201,9 +201,15 @@ pub fn process_spec(
     Ok(spec)
 }
 
-/// `/dev/kvm` (char 10:232) allowed in the container's device cgroup, after the config's
-/// own rules (a later rule wins), so the VMM can open it under a deny-all config.
+/// The container's init is the VMM: it opens `/dev/kvm` (char 10:232) and nothing else of
+/// the host's devices (the workload runs in the guest with the guest's own). Where a v1
+/// devices controller enforces the config's rules, that one device is allowed after them
+/// (a later rule wins). On cgroup v2 hull enforces no device rules yet (no eBPF filter;
+/// the cgroup plan refuses rules beyond the defaults), so nothing is added there.
 pub fn allow_kvm_device(resources: &mut Option<oci_spec::runtime::LinuxResources>) {
+    if !Path::new("/sys/fs/cgroup/devices/devices.allow").exists() {
+        return;
+    }
     let mut kvm = oci_spec::runtime::LinuxDeviceCgroup::default();
     kvm.set_allow(true);
     kvm.set_typ(Some(oci_spec::runtime::LinuxDeviceType::C));
