@@ -9,12 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use hull_tests::nested::{
-    guest_kernel, host_kvm_boots_linux, GuestKernel, Initramfs, Mode, Plan, Report, Skip,
+    guest_kernel, shared_run, GuestKernel, Initramfs, Mode, Plan, Report, Skip,
 };
-use hull_tests::skip::skipped;
 
 const L2_INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -255,61 +253,24 @@ fn build_plan() -> Result<Plan, Skip> {
     plan.payload
         .file("nested/l2/vmlinuz", &kernel.vmlinuz, 0o644)
         .file("nested/l2/initrd.cpio", &l2, 0o644);
-    // HULL_NESTED_STEPS=a,b runs only those steps (while working on one scenario).
-    let only = std::env::var("HULL_NESTED_STEPS").unwrap_or_default();
     // Two lanes (two L1s, one per host core), about equally long.
-    for (lane, name, secs, body) in [
-        (0, "main", 170, STEP_MAIN),
-        (0, "poweroff", 70, STEP_POWEROFF),
-        (0, "hang", 70, STEP_HANG),
-        (1, "vsock", 170, STEP_VSOCK),
-        (1, "panic", 70, STEP_PANIC),
-    ] {
-        if only.is_empty() || only.split(',').any(|o| o == name) {
-            plan.step_in_lane(
-                lane,
-                name,
-                Duration::from_secs(secs),
-                &format!("{PRELUDE}{body}"),
-            );
-        }
-    }
+    plan.steps(
+        PRELUDE,
+        &[
+            (0, "main", 170, STEP_MAIN),
+            (0, "poweroff", 70, STEP_POWEROFF),
+            (0, "hang", 70, STEP_HANG),
+            (1, "vsock", 170, STEP_VSOCK),
+            (1, "panic", 70, STEP_PANIC),
+        ],
+    );
     Ok(plan)
 }
 
 /// The one run all tests share.
 fn report() -> Option<&'static Report> {
     static REPORT: OnceLock<Result<Report, Skip>> = OnceLock::new();
-    let r = REPORT.get_or_init(|| {
-        if let Some(r) = hull_tests::skip::env_skip_reason() {
-            return Err(Skip(r));
-        }
-        let plan = build_plan()?;
-        let report = plan.run(host_kvm_boots_linux())?;
-        eprintln!(
-            "nested_vm: ran in {:?} ({:?}); steps: {}",
-            report.wall,
-            report.mode,
-            report
-                .steps
-                .iter()
-                .map(|(n, s)| format!(
-                    "{n} {:?} status {:?}",
-                    s.elapsed.unwrap_or_default(),
-                    s.status
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(report)
-    });
-    match r {
-        Ok(r) => Some(r),
-        Err(Skip(why)) => {
-            skipped(why);
-            None
-        }
-    }
+    shared_run(&REPORT, "nested_vm", build_plan)
 }
 
 /// The `@@l2 <key> ...` lines of a step's output, without the prefix.

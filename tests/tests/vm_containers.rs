@@ -5,10 +5,8 @@
 //! share that one run and check each step's output.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use hull_tests::nested::{host_kvm_boots_linux, Plan, Report, Skip};
-use hull_tests::skip::skipped;
+use hull_tests::nested::{shared_run, Plan, Report, Skip};
 use hull_tests::Bundle;
 
 use hull_tests::nested::vm_containers::{self, Binaries, PRELUDE};
@@ -150,59 +148,23 @@ fn build_plan() -> Result<Plan, Skip> {
         );
     }
     let mut plan = vm_containers::plan(&bins, &bundles(), dir)?;
-    let only = std::env::var("HULL_NESTED_STEPS").unwrap_or_default();
-    for (lane, name, secs, body) in [
-        (0, "run", 240, STEP_RUN),
-        (0, "limits", 90, STEP_LIMITS),
-        (0, "errors", 30, STEP_ERRORS),
-        (1, "exec", 300, STEP_EXEC),
-        (0, "faults", 240, STEP_FAULTS),
-    ] {
-        if only.is_empty() || only.split(',').any(|o| o == name) {
-            plan.step_in_lane(
-                lane,
-                name,
-                Duration::from_secs(secs),
-                &format!("{PRELUDE}{body}"),
-            );
-        }
-    }
+    plan.steps(
+        PRELUDE,
+        &[
+            (0, "run", 240, STEP_RUN),
+            (0, "limits", 90, STEP_LIMITS),
+            (0, "errors", 30, STEP_ERRORS),
+            (1, "exec", 300, STEP_EXEC),
+            (0, "faults", 240, STEP_FAULTS),
+        ],
+    );
     Ok(plan)
 }
 
 /// The one run all tests share.
 fn report() -> Option<&'static Report> {
     static REPORT: OnceLock<Result<Report, Skip>> = OnceLock::new();
-    let r = REPORT.get_or_init(|| {
-        if let Some(r) = hull_tests::skip::env_skip_reason() {
-            return Err(Skip(r));
-        }
-        let plan = build_plan()?;
-        let report = plan.run(host_kvm_boots_linux())?;
-        eprintln!(
-            "vm_containers: ran in {:?} ({:?}); steps: {}",
-            report.wall,
-            report.mode,
-            report
-                .steps
-                .iter()
-                .map(|(n, s)| format!(
-                    "{n} {:?} status {:?}",
-                    s.elapsed.unwrap_or_default(),
-                    s.status
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(report)
-    });
-    match r {
-        Ok(r) => Some(r),
-        Err(Skip(why)) => {
-            skipped(why);
-            None
-        }
-    }
+    shared_run(&REPORT, "vm_containers", build_plan)
 }
 
 /// The rest of the first line of `out` that starts with `key`.

@@ -128,6 +128,47 @@ impl Report {
     }
 }
 
+/// The one run a test file's tests share: built and run on first use (on the host where
+/// its KVM boots Linux, else nested), summarised on stderr as `label: ran in ...`; `None`
+/// (after printing why) when it cannot run here.
+pub fn shared_run(
+    cell: &'static std::sync::OnceLock<Result<Report, Skip>>,
+    label: &str,
+    build: fn() -> Result<Plan, Skip>,
+) -> Option<&'static Report> {
+    let r = cell.get_or_init(|| {
+        if let Some(r) = crate::skip::env_skip_reason() {
+            return Err(Skip(r));
+        }
+        let report = build()?.run(host_kvm_boots_linux())?;
+        let steps: Vec<String> = report
+            .steps
+            .iter()
+            .map(|(n, s)| {
+                format!(
+                    "{n} {:?} status {:?}",
+                    s.elapsed.unwrap_or_default(),
+                    s.status
+                )
+            })
+            .collect();
+        eprintln!(
+            "{label}: ran in {:?} ({:?}); steps: {}",
+            report.wall,
+            report.mode,
+            steps.join(", ")
+        );
+        Ok(report)
+    });
+    match r {
+        Ok(r) => Some(r),
+        Err(Skip(why)) => {
+            crate::skip::skipped(why);
+            None
+        }
+    }
+}
+
 /// Why the steps cannot run here at all.
 #[derive(Debug, Clone)]
 pub struct Skip(pub String);
@@ -189,6 +230,23 @@ impl Plan {
             timeout,
             lane,
         });
+        self
+    }
+
+    /// Adds `(lane, name, timeout in seconds, body)` steps, each body after `prelude`; with
+    /// `$HULL_NESTED_STEPS=a,b` only those (while working on one scenario).
+    pub fn steps(&mut self, prelude: &str, steps: &[(u32, &str, u64, &str)]) -> &mut Self {
+        let only = std::env::var("HULL_NESTED_STEPS").unwrap_or_default();
+        for (lane, name, secs, body) in steps {
+            if only.is_empty() || only.split(',').any(|o| o == *name) {
+                self.step_in_lane(
+                    *lane,
+                    name,
+                    Duration::from_secs(*secs),
+                    &format!("{prelude}{body}"),
+                );
+            }
+        }
         self
     }
 
