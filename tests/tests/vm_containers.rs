@@ -39,6 +39,8 @@ echo "exec-stdin" | hull exec sleeper-$$ sh -c 'read l; echo exec-got $l'; echo 
 hull exec -t sleeper-$$ tty > tty.out 2>&1 < /dev/null; echo "exec-tty-exit $?"
 sed 's/^/exec-tty: /' tty.out
 echo "ps $(hull ps sleeper-$$ 2>&1 | tail -n +2 | wc -l)"
+hull events --stats sleeper-$$ > events.out 2>&1; echo "events-exit $?"
+grep -q '"type":"stats"' events.out && echo "events-stats yes"
 hull kill sleeper-$$ TERM; echo "kill-exit $?"
 i=0; while [ "$(status sleeper-$$)" = running ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 echo "status-after-term $(status sleeper-$$)"
@@ -242,6 +244,8 @@ fn create_start_exec_and_term() {
         tty.first().is_some_and(|t| t.starts_with("/dev/pts/")),
         "{out}"
     );
+    assert_eq!(value(out, "events-exit"), Some("0"), "{out}");
+    assert_eq!(value(out, "events-stats"), Some("yes"), "{out}");
     assert_eq!(value(out, "status-after-term"), Some("stopped"), "{out}");
     assert_eq!(value(out, "trap-ran"), Some("yes"), "{out}");
     assert_eq!(value(out, "delete-exit"), Some("0"), "{out}");
