@@ -119,6 +119,9 @@ fn common(rules: &mut Rules) -> Result<(), seccompiler::Error> {
             libc::SYS_mremap,
             libc::SYS_brk,
             libc::SYS_rt_sigreturn,
+            // The kernel resumes an interrupted timed sleep (poll, nanosleep) through it
+            // after a stop or a freezer trap: without it, `pause` killed the VMM.
+            libc::SYS_restart_syscall,
             libc::SYS_rt_sigprocmask,
             libc::SYS_sigaltstack,
             libc::SYS_sched_yield,

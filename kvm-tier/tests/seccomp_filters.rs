@@ -162,7 +162,31 @@ fn kill_another_process() -> i32 {
     0
 }
 
+/// What the kernel runs when a timed sleep interrupted by a stop or a freezer trap
+/// resumes; called directly (nothing to restart) it fails with EINTR.
+fn restart_syscall() -> i32 {
+    // SAFETY: restart_syscall takes no arguments.
+    let r = unsafe { libc::syscall(libc::SYS_restart_syscall) };
+    if r == -1 && errno() == libc::EINTR {
+        0
+    } else {
+        10
+    }
+}
+
 const SIGSYS: Outcome = Outcome::Killed(libc::SIGSYS);
+
+#[test]
+fn every_thread_kind_survives_a_restarted_sleep() {
+    // `hull pause` of a VM container froze the VMM and its vsock thread died of SIGSYS.
+    for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Api] {
+        assert_eq!(
+            in_child(kind, restart_syscall),
+            Outcome::Exited(0),
+            "{kind:?}"
+        );
+    }
+}
 
 #[test]
 fn vcpu_filter_allows_kvm_run_and_device_emulation() {

@@ -434,6 +434,11 @@ impl Runtime {
                 Err(e) => return Err(e.into()),
             }
         }
+        if vm_plan.is_some() {
+            if let Some(cg) = saved.cgroup.as_mut() {
+                cg.separate_kernel_threads()?;
+            }
+        }
         saved.ready = true;
         dir.save(&saved)?;
         let console_master = match console {

@@ -277,6 +277,7 @@ mod tests {
             dirs: [("unified".to_string(), dir.path().to_path_buf())]
                 .into_iter()
                 .collect(),
+            process_leaf: None,
         };
         let mut w = OomWatcher::new(&cg).expect("a watcher on memory.events");
         let t = Duration::from_millis(50);

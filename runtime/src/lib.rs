@@ -20,3 +20,20 @@ pub mod vm;
 pub mod wait;
 
 pub use container::{CreateOptions, Runtime};
+
+/// The roles the runtime execs its own binary in (`init`; `vm-init` and `vm-exec` for VM
+/// containers; see [`spawn::InitExec`]). Every binary that creates containers with this
+/// library (the `hull` CLI, the shim) calls this first in `main`, before logging touches
+/// the container's stdio; it returns only when the process has none of these roles.
+pub fn run_internal_role() {
+    match std::env::args_os()
+        .nth(1)
+        .as_deref()
+        .and_then(|a| a.to_str())
+    {
+        Some("init") => hull_inside::init::run(),
+        Some("vm-init") => vm::init::run(),
+        Some("vm-exec") => vm::exec::run(),
+        _ => {}
+    }
+}

@@ -1,7 +1,8 @@
 //! `containerd-shim-hull-v2`: containerd's shim v2 task API on the hull runtime library.
 //!
-//! The container's init is this binary again, exec'd as `<self> init` by the runtime, so
-//! `init` is dispatched before anything else.
+//! The container's init is this binary again, exec'd as `<self> init` by the runtime (a VM
+//! container's as `<self> vm-init`, its exec relays as `<self> vm-exec`), so those roles
+//! are dispatched before anything else.
 
 mod error;
 mod events;
@@ -15,9 +16,7 @@ mod shim;
 mod stdio;
 
 fn main() {
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("init")) {
-        hull_inside::init::run();
-    }
+    hull_runtime::run_internal_role();
     logging::init();
     containerd_shim::run::<shim::HullShim>(shim::RUNTIME_ID, None);
 }

@@ -578,6 +578,7 @@ mod tests {
             &ContainerCgroup {
                 path: "/x".into(),
                 dirs,
+                process_leaf: None,
             },
             Mode::Hybrid,
         )
@@ -621,6 +622,7 @@ mod tests {
             dirs: [(UNIFIED.to_string(), d.to_path_buf())]
                 .into_iter()
                 .collect(),
+            process_leaf: None,
         };
         let any = collect(&cg, Mode::V2).unwrap();
         assert_eq!(any.type_url, METRICS_V2_TYPE_URL);

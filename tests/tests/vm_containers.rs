@@ -41,6 +41,14 @@ sed 's/^/exec-tty: /' tty.out
 echo "ps $(hull ps sleeper-$$ 2>&1 | tail -n +2 | wc -l)"
 hull events --stats sleeper-$$ > events.out 2>&1; echo "events-exit $?"
 grep -q '"type":"stats"' events.out && echo "events-stats yes"
+hull pause sleeper-$$ 2> pause.err; echo "pause-exit $?"; sed 's/^/pause: /' pause.err
+echo "status-paused $(status sleeper-$$)"
+c1=$(cat sleeper/rootfs/count); sleep 2; c2=$(cat sleeper/rootfs/count)
+[ "$c1" = "$c2" ] && echo "paused-count still"
+hull resume sleeper-$$; echo "resume-exit $?"
+echo "status-resumed $(status sleeper-$$)"
+i=0; while [ "$(cat sleeper/rootfs/count)" = "$c2" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+[ "$(cat sleeper/rootfs/count)" != "$c2" ] && echo "resumed-count moves"
 hull kill sleeper-$$ TERM; echo "kill-exit $?"
 i=0; while [ "$(status sleeper-$$)" = running ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 echo "status-after-term $(status sleeper-$$)"
@@ -115,7 +123,7 @@ fn bundles() -> Vec<(&'static str, Bundle)> {
         .set("/linux/maskedPaths", serde_json::json!([]))
         .set("/linux/readonlyPaths", serde_json::json!([]));
     let sleeper = vm(
-        "trap 'echo yes > /got-term; exit 0' TERM; touch /started; while true; do sleep 0.2; done",
+        "trap 'echo yes > /got-term; exit 0' TERM; touch /started; n=0; while true; do n=$((n+1)); echo $n > /count; sleep 0.2; done",
     );
     vec![
         ("plain", plain),
@@ -250,6 +258,18 @@ fn create_start_exec_and_term() {
     assert_eq!(value(out, "trap-ran"), Some("yes"), "{out}");
     assert_eq!(value(out, "delete-exit"), Some("0"), "{out}");
     no_leftovers(out, "exec");
+}
+
+#[test]
+fn pause_stops_the_guest_and_resume_lets_it_go_on() {
+    let Some(r) = report() else { return };
+    let out = &r.step("exec").output;
+    assert_eq!(value(out, "pause-exit"), Some("0"), "{out}");
+    assert_eq!(value(out, "status-paused"), Some("paused"), "{out}");
+    assert_eq!(value(out, "paused-count"), Some("still"), "{out}");
+    assert_eq!(value(out, "resume-exit"), Some("0"), "{out}");
+    assert_eq!(value(out, "status-resumed"), Some("running"), "{out}");
+    assert_eq!(value(out, "resumed-count"), Some("moves"), "{out}");
 }
 
 #[test]

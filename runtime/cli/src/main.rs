@@ -9,18 +9,7 @@ mod cli;
 mod logging;
 
 fn main() {
-    // The container init is exec'd as `hull init`: it must not set up logging on the
-    // container's stdio, so it is dispatched before anything else.
-    match std::env::args_os()
-        .nth(1)
-        .as_deref()
-        .and_then(|a| a.to_str())
-    {
-        Some("init") => hull_inside::init::run(),
-        // A VM container's init (its VMM) and its exec relays.
-        Some("vm-init") => hull_runtime::vm::init::run(),
-        Some("vm-exec") => hull_runtime::vm::exec::run(),
-        _ => {}
-    }
+    // `hull init`, `hull vm-init`, `hull vm-exec`: before logging is set up on their stdio.
+    hull_runtime::run_internal_role();
     std::process::exit(cli::main());
 }

@@ -50,6 +50,10 @@ pub struct ContainerCgroup {
     /// state written before this field existed: then it is recomputed from the mounts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dirs: BTreeMap<String, PathBuf>,
+    /// cgroup2 only: the child cgroup the container's processes were moved to because its
+    /// own cgroup also holds a kernel thread (see [`ContainerCgroup::separate_kernel_threads`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_leaf: Option<String>,
 }
 
 impl ContainerCgroup {
@@ -69,7 +73,11 @@ impl ContainerCgroup {
         let layout = Layout::current()?;
         layout.mode()?;
         let dirs = layout.dirs(&path);
-        Ok(ContainerCgroup { path, dirs })
+        Ok(ContainerCgroup {
+            path,
+            dirs,
+            process_leaf: None,
+        })
     }
 
     /// How cgroups are set up on this host.
@@ -181,7 +189,11 @@ impl ContainerCgroup {
             enable_subtree(ctx, mount, dir, &plan.unified_needed, all)?;
         }
 
-        let cg = ContainerCgroup { path, dirs };
+        let cg = ContainerCgroup {
+            path,
+            dirs,
+            process_leaf: None,
+        };
         let target = apply::Target {
             path: &cg.path,
             dirs: &cg.dirs,
@@ -212,7 +224,11 @@ impl ContainerCgroup {
                 path: &self.path,
                 controller: key,
             };
-            fsutil::write(ctx, dir, "cgroup.procs", &value)?;
+            let dir = match (&self.process_leaf, key.as_str()) {
+                (Some(leaf), UNIFIED_KEY) => dir.join(leaf),
+                _ => dir.clone(),
+            };
+            fsutil::write(ctx, &dir, "cgroup.procs", &value)?;
         }
         Ok(())
     }
@@ -250,21 +266,20 @@ impl ContainerCgroup {
     /// kernel reports the new state.
     pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
         let dirs = self.dirs();
-        let freezer = if let Some((_, dir)) = dir_for(&dirs, "freezer") {
-            freeze::Freezer::V1(dir)
-        } else if let Some(dir) = dirs
-            .get(UNIFIED_KEY)
+        if let Some((_, dir)) = dir_for(&dirs, "freezer") {
+            return freeze::set(&self.path, freeze::Freezer::V1(dir), frozen);
+        }
+        match self
+            .freezer_v2_dir(&dirs)
             .filter(|d| d.join("cgroup.freeze").exists())
         {
-            freeze::Freezer::V2(dir)
-        } else {
-            return Err(CgroupError::Unsupported {
+            Some(dir) => freeze::set(&self.path, freeze::Freezer::V2(&dir), frozen),
+            None => Err(CgroupError::Unsupported {
                 path: self.path.clone(),
                 field: if frozen { "pause" } else { "resume" }.into(),
                 reason: "no v1 freezer hierarchy and no cgroup2 cgroup.freeze".into(),
-            });
-        };
-        freeze::set(&self.path, freezer, frozen)
+            }),
+        }
     }
 
     /// True when the cgroup is frozen (the container is paused). One read of the freezer
@@ -276,10 +291,63 @@ impl ContainerCgroup {
                 .map(|s| s.trim() == "FROZEN")
                 .unwrap_or(false);
         }
-        dirs.get(UNIFIED_KEY)
+        self.freezer_v2_dir(&dirs)
             .and_then(|d| std::fs::read_to_string(d.join("cgroup.freeze")).ok())
             .map(|s| s.trim() == "1")
             .unwrap_or(false)
+    }
+
+    /// The cgroup2 directory `pause` freezes: the process leaf when there is one.
+    fn freezer_v2_dir(&self, dirs: &BTreeMap<String, PathBuf>) -> Option<PathBuf> {
+        let dir = dirs.get(UNIFIED_KEY)?;
+        Some(match &self.process_leaf {
+            Some(leaf) => dir.join(leaf),
+            None => dir.clone(),
+        })
+    }
+
+    /// For VM containers on a cgroup2 freezer. KVM attaches a kernel worker thread of each
+    /// VM (`kvm-nx-lpage-recovery-PID`, Linux before 6.13) to its creator's cgroup, and the
+    /// cgroup2 freezer never reports a cgroup holding a kernel thread as frozen, so `pause`
+    /// could never succeed. The container's processes move into the child cgroup
+    /// [`PROCESS_LEAF`], which `pause` freezes and later processes join; the kernel thread
+    /// stays behind, still inside the container's limits. A v1 freezer skips kernel threads:
+    /// nothing to do there, nor when the cgroup holds no kernel thread.
+    pub fn separate_kernel_threads(&mut self) -> Result<(), CgroupError> {
+        let dirs = self.dirs();
+        if self.process_leaf.is_some() || dir_for(&dirs, "freezer").is_some() {
+            return Ok(());
+        }
+        let Some(dir) = dirs.get(UNIFIED_KEY) else {
+            return Ok(());
+        };
+        let ctx = Ctx {
+            path: &self.path,
+            controller: UNIFIED_KEY,
+        };
+        let pids: Vec<i32> = fsutil::read(ctx, dir, "cgroup.procs")?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let (kernel, user): (Vec<i32>, Vec<i32>) =
+            pids.into_iter().partition(|&p| is_kernel_thread(p));
+        if kernel.is_empty() {
+            return Ok(());
+        }
+        let leaf = dir.join(PROCESS_LEAF);
+        fsutil::mkdir_tracked(ctx, dir, &leaf)?;
+        for pid in user {
+            match fsutil::write(ctx, &leaf, "cgroup.procs", &pid.to_string()) {
+                Ok(()) => {}
+                // Exited meanwhile.
+                Err(CgroupError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::debug!(cgroup = %self.path, ?kernel, "processes moved to {PROCESS_LEAF}: the cgroup holds kernel threads");
+        self.process_leaf = Some(PROCESS_LEAF.to_string());
+        Ok(())
     }
 
     /// Signal every process in the cgroup (freezing it around the signal so no process
@@ -386,6 +454,22 @@ impl ContainerCgroup {
             .map(|l| l.dirs(&self.path))
             .unwrap_or_default()
     }
+}
+
+/// The child cgroup of [`ContainerCgroup::separate_kernel_threads`].
+pub const PROCESS_LEAF: &str = "processes";
+
+/// True when `pid` is a kernel thread (`PF_KTHREAD` in the flags of `/proc/PID/stat`).
+fn is_kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Fields after the command (which may hold spaces): state is 3rd, flags 9th.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|f| f & PF_KTHREAD != 0)
 }
 
 /// The directory of the hierarchy holding `controller` (a key listing it), if any.

@@ -1148,3 +1148,13 @@ fn apply_checks_every_file_first_and_skips_absent_defaults() {
     assert_eq!(std::fs::read_to_string(cpu.join("cpu.idle")).unwrap(), "1");
     assert!(!cpu.join("cpu.cfs_burst_us").exists());
 }
+
+#[test]
+fn kernel_threads_are_told_from_processes() {
+    // kthreadd is pid 2 in the initial pid namespace, where the tests run.
+    if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+        assert!(super::is_kernel_thread(2));
+    }
+    assert!(!super::is_kernel_thread(std::process::id() as i32));
+    assert!(!super::is_kernel_thread(i32::MAX), "no such process");
+}
