@@ -37,6 +37,9 @@ wait_file sleeper/rootfs/started 60 && echo "workload-started"
 hull exec sleeper-$$ sh -c 'echo exec-out $(cat /proc/sys/kernel/random/boot_id); exit 3'; echo "exec-exit $?"
 echo "exec-stdin" | hull exec sleeper-$$ sh -c 'read l; echo exec-got $l'; echo "exec-stdin-exit $?"
 hull exec -t sleeper-$$ tty > tty.out 2>&1 < /dev/null; echo "exec-tty-exit $?"
+# Detached (as runc's shim execs): the relay outlives `hull exec`.
+hull exec -d sleeper-$$ sh -c 'sleep 1; touch /exec-detached'; echo "exec-detach-exit $?"
+wait_file sleeper/rootfs/exec-detached 30 && echo "exec-detached ran"
 sed 's/^/exec-tty: /' tty.out
 echo "ps $(hull ps sleeper-$$ 2>&1 | tail -n +2 | wc -l)"
 hull events --stats sleeper-$$ > events.out 2>&1; echo "events-exit $?"
@@ -102,6 +105,46 @@ HULL_VM_IMAGE_DIR=/nonexistent hull run --bundle noimage noimage-$$ > noimage.ou
 sed 's/^/noimage: /' noimage.out; leftovers noimage-$$
 "#;
 
+/// Both containerd paths: `ctr run` through runc's shim with hull as its runc binary
+/// (`--runc-binary`, containerd's `BinaryName`) and through `containerd-shim-hull-v2`.
+const STEP_CTR: &str = r#"
+[ -x $NEST/nested/bin/containerd ] || { echo "ctr-skip"; exit 0; }
+D=/run/hull-ctrd; mkdir -p $D
+containerd --config $NEST/nested/containerd/config.toml > $D/log 2>&1 &
+cpid=$!
+wait_file $D/sock 60 || { echo "containerd did not start"; tail -n 20 $D/log; }
+C="ctr -a $D/sock -n hull-vm"
+$C image import --snapshotter native --all-platforms $NEST/nested/containerd/busybox.tar > import.out 2>&1
+echo "import-exit $?"; sed 's/^/import: /' import.out
+echo "host-boot-id $(cat /proc/sys/kernel/random/boot_id)"
+for via in runc hull; do
+  if [ $via = runc ]; then rt="--runtime io.containerd.runc.v2 --runc-binary $(command -v hull)"
+  else rt="--runtime io.containerd.hull.v2"; fi
+  $C run --rm --snapshotter native $rt --annotation io.hull.isolation=vm IMAGE ctr-$via-$$ \
+    sh -c 'echo guest-boot-id $(cat /proc/sys/kernel/random/boot_id); echo to-stderr >&2; exit 5' > ctr-$via.out 2>&1
+  echo "ctr-$via-exit $?"; sed "s/^/ctr-$via: /" ctr-$via.out
+  $C containers ls -q | grep -q ctr-$via-$$ && echo "left: containerd container ctr-$via-$$"
+  # A long-running one: exec, pause/resume, TERM, delete.
+  t=ctrd-$via-$$
+  $C run -d --snapshotter native $rt --annotation io.hull.isolation=vm IMAGE $t \
+    sh -c 'trap "exit 0" TERM; while true; do sleep 0.2; done' > run-d.out 2>&1 || cat run-d.out
+  $C task exec --exec-id e1 $t sh -c 'echo exec-boot-id $(cat /proc/sys/kernel/random/boot_id); exit 4' > exec.out 2>&1
+  echo "$t-exec $?"; sed "s/^/$t-exec: /" exec.out
+  $C task pause $t; echo "$t-pause $?"
+  echo "$t-paused $($C task ls | grep $t | tr -s ' ' | cut -d' ' -f3)"
+  $C task resume $t; echo "$t-resume $?"
+  $C task kill -s TERM $t; echo "$t-kill $?"
+  i=0; while [ "$($C task ls | grep $t | tr -s ' ' | cut -d' ' -f3)" = RUNNING ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+  echo "$t-after-term $($C task ls | grep $t | tr -s ' ' | cut -d' ' -f3)"
+  $C task delete $t > /dev/null; echo "$t-delete $?"; $C container delete $t
+  $C containers ls -q | grep -q $t && echo "left: containerd container $t"
+done
+ls /run/containerd/runc/hull-vm 2>/dev/null | sed 's/^/left: runc-shim state /'
+kill $cpid; wait $cpid
+leftovers ctr-
+tail -n 30 $D/log | sed 's/^/containerd: /'
+"#;
+
 /// The bundle templates: `config.json` of each, the process as the scenario needs it.
 fn bundles() -> Vec<(&'static str, Bundle)> {
     let vm = |sh: &str| {
@@ -158,6 +201,9 @@ fn build_plan() -> Result<Plan, Skip> {
         );
     }
     let mut plan = vm_containers::plan(&bins, &bundles(), dir)?;
+    if let Err(Skip(why)) = vm_containers::add_containerd(&mut plan, &bins.shim, dir) {
+        let _ = CONTAINERD_SKIP.set(why);
+    }
     plan.steps(
         PRELUDE,
         &[
@@ -165,11 +211,20 @@ fn build_plan() -> Result<Plan, Skip> {
             (0, "limits", 90, STEP_LIMITS),
             (0, "errors", 30, STEP_ERRORS),
             (1, "exec", 300, STEP_EXEC),
-            (0, "faults", 240, STEP_FAULTS),
+            (1, "faults", 240, STEP_FAULTS),
+            (
+                0,
+                "ctr",
+                240,
+                &STEP_CTR.replace("IMAGE", vm_containers::CONTAINERD_IMAGE),
+            ),
         ],
     );
     Ok(plan)
 }
+
+/// Why the nested host has no containerd, if it has none.
+static CONTAINERD_SKIP: OnceLock<String> = OnceLock::new();
 
 /// The one run all tests share.
 fn report() -> Option<&'static Report> {
@@ -247,6 +302,8 @@ fn create_start_exec_and_term() {
     );
     assert_eq!(value(out, "exec-got"), Some("exec-stdin"), "{out}");
     assert_eq!(value(out, "exec-tty-exit"), Some("0"), "{out}");
+    assert_eq!(value(out, "exec-detach-exit"), Some("0"), "{out}");
+    assert_eq!(value(out, "exec-detached"), Some("ran"), "{out}");
     let tty = lines(out, "exec-tty:");
     assert!(
         tty.first().is_some_and(|t| t.starts_with("/dev/pts/")),
@@ -329,4 +386,62 @@ fn missing_image_is_a_clear_create_error() {
     );
     assert!(!out.contains("must-not-run"), "{out}");
     no_leftovers(out, "errors");
+}
+
+#[test]
+fn containerd_runs_a_vm_container_through_both_shims() {
+    let Some(r) = report() else { return };
+    let out = &r.step("ctr").output;
+    if out.lines().any(|l| l.trim() == "ctr-skip") {
+        let why = CONTAINERD_SKIP
+            .get()
+            .map_or("containerd missing", |s| s.as_str());
+        eprintln!("skipped: containerd paths of VM containers: {why}");
+        return;
+    }
+    assert_eq!(value(out, "import-exit"), Some("0"), "{out}");
+    let host = value(out, "host-boot-id").unwrap_or_default();
+    for via in ["runc", "hull"] {
+        assert_eq!(
+            value(out, &format!("ctr-{via}-exit")),
+            Some("5"),
+            "through {via}'s shim\n{out}"
+        );
+        let said = lines(out, &format!("ctr-{via}:"));
+        let guest = said
+            .iter()
+            .find_map(|l| l.strip_prefix("guest-boot-id "))
+            .unwrap_or_default();
+        assert!(
+            !guest.is_empty() && guest != host,
+            "through {via}'s shim: guest boot id {guest:?}, L1's {host:?}\n{out}"
+        );
+        assert!(said.contains(&"to-stderr"), "{via}\n{out}");
+        let t = format!("ctrd-{via}-");
+        let key = |k: &str| {
+            out.lines()
+                .find(|l| {
+                    l.starts_with(&t) && l.split_whitespace().next().is_some_and(|w| w.ends_with(k))
+                })
+                .and_then(|l| l.split_whitespace().nth(1))
+        };
+        assert_eq!(
+            key("-exec"),
+            Some("4"),
+            "ctr task exec through {via}'s shim\n{out}"
+        );
+        assert!(
+            out.lines().any(|l| l.starts_with(&t)
+                && l.contains("-exec: exec-boot-id ")
+                && !l.ends_with(host)),
+            "{via}\n{out}"
+        );
+        assert_eq!(key("-pause"), Some("0"), "{via}\n{out}");
+        assert_eq!(key("-paused"), Some("PAUSED"), "{via}\n{out}");
+        assert_eq!(key("-resume"), Some("0"), "{via}\n{out}");
+        assert_eq!(key("-kill"), Some("0"), "{via}\n{out}");
+        assert_eq!(key("-after-term"), Some("STOPPED"), "{via}\n{out}");
+        assert_eq!(key("-delete"), Some("0"), "{via}\n{out}");
+    }
+    no_leftovers(out, "ctr");
 }

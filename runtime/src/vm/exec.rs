@@ -72,7 +72,8 @@ fn start(sock: &mut UnixStream, socket: &std::path::Path) -> Result<i32, (String
         make_raw(0);
     }
     let forwarded = block_forwarded_signals().map_err(|e| pre(&e))?;
-    let conn = client::connect_hybrid(socket, AGENT_VSOCK_PORT, client::HANDSHAKE_TIMEOUT)
+    let (_socket_dir, socket) = super::reachable_socket(socket).map_err(|e| pre(&e))?;
+    let conn = client::connect_hybrid(&socket, AGENT_VSOCK_PORT, client::HANDSHAKE_TIMEOUT)
         .and_then(|s| Agent::hello(s, client::HANDSHAKE_TIMEOUT))
         .map_err(|e| pre(&format!("connecting to the guest agent: {e}")))?;
     let req = super::process_spec(
@@ -83,6 +84,10 @@ fn start(sock: &mut UnixStream, socket: &std::path::Path) -> Result<i32, (String
     )
     .map_err(|e| pre(&e))?;
     let session = conn.start(Role::Exec, &req).map_err(|e| pre(&e))?;
+    // From Ready on, the relay outlives `hull exec --detach` (runc's shim execs that way):
+    // drop the parent-death signal it was cloned with.
+    nix::sys::prctl::set_pdeathsig(None)
+        .map_err(|e| pre(&format!("clearing the parent-death signal: {e}")))?;
     sync::send(sock, &FromInit::Ready).map_err(|e| pre(&e))?;
     let _ = sock.shutdown(std::net::Shutdown::Both);
     let control = session.control();

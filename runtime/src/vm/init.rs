@@ -72,6 +72,11 @@ fn failed(what: impl std::fmt::Display) -> InitError {
 
 /// The sequence: the sandbox, the guest, Ready, start, the workload's life.
 fn boot_and_run(coord: &mut SocketCoordinator, vp: &VmPlan) -> Result<i32, InitError> {
+    let (_socket_dir, socket) = super::reachable_socket(&vp.socket).map_err(failed)?;
+    let vp = &VmPlan {
+        socket,
+        ..vp.clone()
+    };
     let mut sys = LiveSystem;
     sys.new_session()?;
     let plan = match coord.plan()? {

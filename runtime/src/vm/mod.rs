@@ -13,6 +13,8 @@
 pub mod exec;
 pub mod init;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hull_kvm::guest_image::{GuestImage, GuestImageError, DEFAULT_IMAGE_DIR};
@@ -61,12 +63,46 @@ pub enum VmError {
     /// virtiofsd, which shares the rootfs in, is missing.
     #[error("VM container: virtiofsd not found (set HULL_VIRTIOFSD, or install it: kvm-tier/tools/install-virtiofsd)")]
     NoVirtiofsd,
-    /// A path the VMM needs is too long for a unix socket.
-    #[error("VM container: the agent socket path {} is longer than a unix socket allows (use a shorter --root or id)", .0.display())]
-    SocketPath(PathBuf),
+    /// The directory of the agent's socket cannot be opened.
+    #[error("VM container: the agent socket's directory {}: {source}", .dir.display())]
+    SocketDir {
+        /// The state directory.
+        dir: PathBuf,
+        /// Why it could not be opened.
+        source: std::io::Error,
+    },
     /// A `create` option the VM tier cannot honour.
     #[error("VM container: {0}")]
     Unsupported(String),
+}
+
+/// The longest vsock port suffix the VMM appends to the socket path (`_4294967295`).
+const PORT_SUFFIX_MAX: usize = 11;
+
+/// A path that reaches the unix socket `path` however deep its directory is: `path` itself
+/// when it fits a socket address (with room for the VMM's port suffix), else the same file
+/// through a descriptor of its directory, `/proc/self/fd/N/NAME`. containerd's state
+/// directories with 64-character ids make paths far longer than the 107 bytes an address
+/// holds. The descriptor (if any) must stay open while the path is used.
+pub(crate) fn reachable_socket(path: &Path) -> Result<(Option<OwnedFd>, PathBuf), VmError> {
+    if path.as_os_str().len() + PORT_SUFFIX_MAX <= hull_kvm::config::MAX_UNIX_PATH_LEN {
+        return Ok((None, path.to_path_buf()));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|source| VmError::SocketDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?
+        .into();
+    let short = Path::new("/proc/self/fd")
+        .join(fd.as_raw_fd().to_string())
+        .join(name);
+    Ok((Some(fd), short))
 }
 
 /// What `hull vm-init` needs beyond the ordinary init plan.
@@ -251,9 +287,6 @@ pub fn plan(spec: &Spec, state_dir: &Path, preserve_fds: i32) -> Result<VmPlan, 
         .find_binary()
         .ok_or(VmError::NoVirtiofsd)?;
     let socket = state_dir.join(AGENT_SOCKET);
-    if socket.as_os_str().len() > hull_kvm::config::MAX_UNIX_PATH_LEN {
-        return Err(VmError::SocketPath(socket));
-    }
     let boot_timeout_ms = std::env::var(BOOT_TIMEOUT_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -325,6 +358,35 @@ pub fn guest_config(spec: &Spec) -> serde_json::Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_socket_in_a_deep_directory_is_reached_through_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let short = tmp.path().join("agent.sock");
+        let (fd, path) = reachable_socket(&short).unwrap();
+        assert!(fd.is_none());
+        assert_eq!(path, short);
+        // containerd: <state>/io.containerd.runtime.v2.task/<ns>/<64-char id>/...
+        let deep = tmp.path().join("x".repeat(64)).join("y".repeat(64));
+        std::fs::create_dir_all(&deep).unwrap();
+        let long = deep.join("agent.sock");
+        assert!(
+            std::os::unix::net::UnixListener::bind(&long).is_err(),
+            "too long to bind"
+        );
+        let (fd, path) = reachable_socket(&long).unwrap();
+        assert!(fd.is_some());
+        assert!(path.as_os_str().len() + PORT_SUFFIX_MAX <= hull_kvm::config::MAX_UNIX_PATH_LEN);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        drop(listener);
+        assert!(long.exists(), "the socket is where the state dir has it");
+        let gone = tmp.path().join("missing").join("z".repeat(120));
+        assert!(matches!(
+            reachable_socket(&gone),
+            Err(VmError::SocketDir { .. })
+        ));
+    }
 
     fn spec(v: serde_json::Value) -> Spec {
         let mut base = json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"},

@@ -48,6 +48,8 @@ pub struct Binaries {
     pub hull: PathBuf,
     /// `hull-agent`, the guest's PID 1.
     pub agent: PathBuf,
+    /// `containerd-shim-hull-v2`.
+    pub shim: PathBuf,
 }
 
 impl Binaries {
@@ -59,6 +61,7 @@ impl Binaries {
         Binaries {
             hull: dir.join("hull"),
             agent: dir.join("hull-agent"),
+            shim: dir.join("containerd-shim-hull-v2"),
         }
     }
 }
@@ -128,4 +131,46 @@ pub fn plan(bins: &Binaries, templates: &[(&str, Bundle)], dir: &Path) -> Result
             .bytes(&format!("nested/bundles/{name}/config.json"), config, 0o644);
     }
     Ok(plan)
+}
+
+/// Where containerd keeps everything in the nested host (`$CTRD/sock` is its socket).
+pub const CONTAINERD_DIR: &str = "/run/hull-ctrd";
+
+/// The image the containerd steps run, as `ctr` names it after import.
+pub const CONTAINERD_IMAGE: &str = "docker.io/library/hull-vm-busybox:latest";
+
+/// Adds containerd, `ctr` and runc's shim (Debian's containerd package), `shim` (hull's
+/// `containerd-shim-hull-v2`), containerd's config as `nested/containerd/config.toml` and
+/// the busybox image as `nested/containerd/busybox.tar`, for steps that run VM containers
+/// through containerd. Skip when the package or the shim is missing.
+pub fn add_containerd(plan: &mut Plan, shim: &Path, dir: &Path) -> Result<(), Skip> {
+    if let Some(r) = crate::containerd::skip_reason() {
+        return Err(Skip(r));
+    }
+    let runc_shim = Path::new("/usr/bin/containerd-shim-runc-v2");
+    for b in [shim, runc_shim] {
+        if !b.is_file() {
+            return Err(Skip(format!("{} missing", b.display())));
+        }
+    }
+    let image = crate::oci_image::busybox_image("hull-vm-busybox")
+        .map_err(|e| Skip(format!("building the busybox image: {e}")))?;
+    // The payload reads its files when it is packed, after the image's temp dir is gone.
+    let tar = dir.join("busybox-image.tar");
+    std::fs::copy(&image.tar, &tar).map_err(|e| Skip(format!("copying the image: {e}")))?;
+    let ctrd = Path::new(CONTAINERD_DIR);
+    let config = crate::containerd::config_toml(ctrd, &ctrd.join("sock"));
+    plan.payload
+        .binary(
+            "nested/bin/containerd",
+            Path::new(crate::containerd::CONTAINERD),
+        )
+        .and_then(|p| p.binary("nested/bin/ctr", Path::new(crate::containerd::CTR)))
+        .and_then(|p| p.binary("nested/bin/containerd-shim-runc-v2", runc_shim))
+        .and_then(|p| p.binary_stripped("nested/bin/containerd-shim-hull-v2", shim, dir))
+        .map_err(|e| Skip(e.to_string()))?;
+    plan.payload
+        .bytes("nested/containerd/config.toml", config, 0o644)
+        .file("nested/containerd/busybox.tar", &tar, 0o644);
+    Ok(())
 }
