@@ -174,6 +174,9 @@ pub struct CreateOptions {
     /// The container's stdin, stdout and stderr (e.g. a shim's FIFOs); None gives it the
     /// caller's own fds 0-2. The caller keeps them open during the call.
     pub stdio: Option<[RawFd; 3]>,
+    /// The isolation every container gets (`hull --isolation`); the config's annotation
+    /// decides when None.
+    pub isolation: Option<hull_specs::Isolation>,
 }
 
 /// A container `create` made, with what `run` needs to go on.
@@ -209,6 +212,9 @@ impl Runtime {
         hull_specs::validate_container_id(id)?;
         check_preserve_fds(opts.preserve_fds)?;
         let mut bundle = hull_specs::load_bundle(&opts.bundle)?;
+        if let Some(want) = opts.isolation {
+            hull_specs::annotations::require_isolation(&mut bundle.spec, want)?;
+        }
         let spec = &bundle.spec;
         // LSM labels the host cannot apply are refused now, not silently dropped.
         hull_inside::lsm::check_spec(spec, hull_inside::lsm::Host::probe())?;
@@ -255,6 +261,7 @@ impl Runtime {
             dir: Some(dir),
             pid: None,
             cgroup: None,
+            vm_rootfs: None,
         };
         let dir = guard
             .dir
@@ -268,6 +275,7 @@ impl Runtime {
         let seccomp = self.compile_seccomp(spec)?;
         // io.hull.isolation=vm: everything the VM needs is checked now; init becomes the VMM.
         let vm_plan = if crate::vm::wanted(spec)? {
+            guard.vm_rootfs = Some(bundle.rootfs.clone());
             Some(crate::vm::plan(spec, &dir.path, opts.preserve_fds)?)
         } else {
             None
@@ -586,6 +594,9 @@ impl Runtime {
             // still hold the cgroup: they go with the container.
             kill_cgroup_members(cg)?;
             cg.destroy()?;
+        }
+        if crate::vm::wanted(&saved.config).unwrap_or(false) {
+            crate::vm::binds::remove_stage(&saved.rootfs);
         }
         run_hooks_warning(
             "poststop",
@@ -1039,6 +1050,8 @@ struct CreateGuard {
     dir: Option<ContainerDir>,
     pid: Option<Pid>,
     cgroup: Option<ContainerCgroup>,
+    /// A VM container's rootfs, where its VMM stages host bind mounts.
+    vm_rootfs: Option<PathBuf>,
 }
 
 impl CreateGuard {
@@ -1046,6 +1059,7 @@ impl CreateGuard {
         self.dir = None;
         self.pid = None;
         self.cgroup = None;
+        self.vm_rootfs = None;
     }
 }
 
@@ -1059,6 +1073,9 @@ impl Drop for CreateGuard {
             if let Err(e) = kill_cgroup_members(&cg).and_then(|()| Ok(cg.destroy()?)) {
                 tracing::warn!("cleaning up after a failed create: {e}");
             }
+        }
+        if let Some(rootfs) = self.vm_rootfs.take() {
+            crate::vm::binds::remove_stage(&rootfs);
         }
         if let Some(dir) = self.dir.take() {
             if let Err(e) = dir.remove() {

@@ -45,6 +45,27 @@ pub fn parse_isolation(value: &str) -> Result<Isolation, SpecError> {
     }
 }
 
+/// The runtime was told to give every container `want` (`hull --isolation vm`, e.g. as a
+/// Docker runtime's `runtimeArgs`): the annotation is set to it, and a config that asks for
+/// another mode is refused rather than silently changed.
+pub fn require_isolation(spec: &mut Spec, want: Isolation) -> Result<(), SpecError> {
+    let asked = isolation(spec)?;
+    let annotated = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ISOLATION));
+    if annotated && asked != want {
+        return Err(SpecError::invalid(
+            format!("annotations[{ISOLATION:?}]"),
+            format!("{asked:?} asked for, but the runtime runs with --isolation {want}"),
+        ));
+    }
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(ISOLATION.to_string(), want.as_str().to_string());
+    spec.set_annotations(Some(annotations));
+    Ok(())
+}
+
 /// The isolation mode the spec asks for; [`Isolation::Container`] when not annotated.
 pub fn isolation(spec: &Spec) -> Result<Isolation, SpecError> {
     match spec.annotations().as_ref().and_then(|a| a.get(ISOLATION)) {
@@ -157,6 +178,28 @@ pub fn apply_userns_auto(spec: &mut Spec, host_base: u32) -> Result<(), SpecErro
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_runtime_flag_sets_the_isolation_and_refuses_a_contrary_annotation() {
+        let mut s = with(None);
+        require_isolation(&mut s, Isolation::Vm).unwrap();
+        assert_eq!(isolation(&s).unwrap(), Isolation::Vm);
+        let mut s = with(Some("vm"));
+        require_isolation(&mut s, Isolation::Vm).unwrap();
+        assert_eq!(isolation(&s).unwrap(), Isolation::Vm);
+        let mut s = with(Some("container"));
+        let e = require_isolation(&mut s, Isolation::Vm)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ISOLATION) && e.contains("--isolation vm"), "{e}");
+        assert_eq!(
+            isolation(&s).unwrap(),
+            Isolation::Container,
+            "left as it was"
+        );
+        let mut s = with(Some("bogus"));
+        assert!(require_isolation(&mut s, Isolation::Vm).is_err());
+    }
 
     fn with(value: Option<&str>) -> Spec {
         let mut spec = Spec::default();

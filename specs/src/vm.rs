@@ -30,7 +30,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "linux.namespaces[type=user]",
     "linux.devices",
     "linux.intelRdt",
-    "mounts[type=bind]",
     "linux.seccomp.listenerPath",
     "--preserve-fds",
     "checkpoint",

@@ -98,6 +98,26 @@ sed 's/^/panic: /' panic.out | tail -n 3
 hull delete --force panic-$$; leftovers panic-$$
 "#;
 
+/// Bind mounts of host paths (Docker's and CRI's /etc files, volumes, /dev/shm): staged on
+/// the host, bound in the guest; read-only holds; nothing staged is left after delete.
+const STEP_BINDS: &str = r#"
+mkdir -p /tmp/binds/dir; echo from-host > /tmp/binds/file; : > /tmp/binds/term
+mkb binds
+hull run --bundle binds binds-$$ > binds.out 2>&1; echo "binds-exit $?"
+sed 's/^/binds: /' binds.out
+echo "host-dir $(cat /tmp/binds/dir/out 2>/dev/null)"
+echo "host-term $(cat /tmp/binds/term)"
+echo "host-file $(cat /tmp/binds/file)"
+hull delete binds-$$ 2>/dev/null
+[ -e binds/rootfs/.hull-vm-binds ] && echo "left: staging dir"
+leftovers binds-$$
+mkb badbind
+hull run --bundle badbind badbind-$$ > badbind.out 2>&1; echo "badbind-exit $?"
+sed 's/^/badbind: /' badbind.out
+[ -e badbind/rootfs/.hull-vm-binds ] && echo "left: staging dir"
+leftovers badbind-$$
+"#;
+
 /// A guest that cannot be had is a clear `create` error with nothing left behind.
 const STEP_ERRORS: &str = r#"
 mkb noimage
@@ -145,6 +165,38 @@ leftovers ctr-
 tail -n 30 $D/log | sed 's/^/containerd: /'
 "#;
 
+/// Docker with hull registered as a runtime that gives every container a VM
+/// (`runtimeArgs: ["--isolation", "vm"]`): Docker's own bind mounts (/etc/hosts, hostname,
+/// resolv.conf, /dev/shm) included.
+const STEP_DOCKER: &str = r#"
+[ -x $NEST/nested/bin/dockerd ] || { echo "docker-skip"; exit 0; }
+D=/run/hull-docker; mkdir -p $D/data $D/exec $D/bin
+# dockerd insists on a `runc` for its default runtime: hull is one.
+ln -s "$(command -v hull)" $D/bin/runc; export PATH=$D/bin:$PATH
+echo '{"runtimes": {"hull-vm": {"path": "'$(command -v hull)'", "runtimeArgs": ["--isolation", "vm"]}}}' > $D/daemon.json
+dockerd --data-root $D/data --exec-root $D/exec --pidfile $D/pid --host unix://$D/sock \
+  --bridge none --iptables=false --ip6tables=false --ip-masq=false --storage-driver vfs \
+  --config-file $D/daemon.json > $D/log 2>&1 &
+dpid=$!
+DK="docker -H unix://$D/sock"
+i=0; until $DK version > /dev/null 2>&1; do i=$((i+1)); [ $i -gt 240 ] && break; sleep 0.5; done
+$DK import $NEST/nested/docker/busybox.tar hull-vm-busybox:latest > /dev/null; echo "docker-import $?"
+echo "host-boot-id $(cat /proc/sys/kernel/random/boot_id)"
+$DK run --rm --network none --runtime hull-vm hull-vm-busybox:latest \
+  sh -c 'echo guest-boot-id $(cat /proc/sys/kernel/random/boot_id); echo hostname-file $(cat /etc/hostname); echo shm $(touch /dev/shm/x && echo ok); exit 6' > docker.out 2>&1
+echo "docker-exit $?"; sed 's/^/docker: /' docker.out
+$DK run -d --name dvm-$$ --network none --runtime hull-vm hull-vm-busybox:latest \
+  sh -c 'trap "exit 0" TERM; while true; do sleep 0.2; done' > /dev/null 2> run-d.err || cat run-d.err
+$DK exec dvm-$$ sh -c 'exit 3'; echo "docker-exec $?"
+$DK stop -t 20 dvm-$$ > /dev/null; echo "docker-stop $?"
+echo "docker-stopped $($DK inspect --format '{{.State.ExitCode}}' dvm-$$)"
+$DK rm dvm-$$ > /dev/null; echo "docker-rm $?"
+kill $dpid; wait $dpid
+grep -q "$D" /proc/mounts && echo "left: mount under $D"
+leftovers dvm-
+tail -n 20 $D/log | sed 's/^/dockerd: /'
+"#;
+
 /// The bundle templates: `config.json` of each, the process as the scenario needs it.
 fn bundles() -> Vec<(&'static str, Bundle)> {
     let vm = |sh: &str| {
@@ -165,6 +217,28 @@ fn bundles() -> Vec<(&'static str, Bundle)> {
         .capabilities(&["CAP_SYS_ADMIN", "CAP_KILL"])
         .set("/linux/maskedPaths", serde_json::json!([]))
         .set("/linux/readonlyPaths", serde_json::json!([]));
+    let mut binds = vm(
+        "echo file $(cat /etc/from-host); echo guest-wrote > /data/out; \
+         echo term > /dev/termination-log; \
+         if echo x > /etc/from-host 2>/dev/null; then echo ro broken; else echo ro holds; fi; \
+         echo stage-entries $(ls -A /.hull-vm-binds | wc -l)",
+    );
+    binds
+        .mount(
+            "/etc/from-host",
+            "bind",
+            "/tmp/binds/file",
+            &["rbind", "ro"],
+        )
+        .mount("/data", "bind", "/tmp/binds/dir", &["rbind", "rw"])
+        .mount(
+            "/dev/termination-log",
+            "bind",
+            "/tmp/binds/term",
+            &["rbind", "rw"],
+        );
+    let mut badbind = vm("echo must-not-run");
+    badbind.mount("/x", "bind", "/nonexistent/source", &["rbind"]);
     let sleeper = vm(
         "trap 'echo yes > /got-term; exit 0' TERM; touch /started; n=0; while true; do n=$((n+1)); echo $n > /count; sleep 0.2; done",
     );
@@ -183,6 +257,8 @@ fn bundles() -> Vec<(&'static str, Bundle)> {
         ("limited", limited),
         ("panic", panic),
         ("noimage", vm("echo must-not-run")),
+        ("binds", binds),
+        ("badbind", badbind),
     ]
 }
 
@@ -201,8 +277,16 @@ fn build_plan() -> Result<Plan, Skip> {
         );
     }
     let mut plan = vm_containers::plan(&bins, &bundles(), dir)?;
-    if let Err(Skip(why)) = vm_containers::add_containerd(&mut plan, &bins.shim, dir) {
-        let _ = CONTAINERD_SKIP.set(why);
+    match vm_containers::add_containerd(&mut plan, &bins.shim, dir) {
+        Ok(()) => {
+            if let Err(Skip(why)) = vm_containers::add_docker(&mut plan, dir) {
+                let _ = DOCKER_SKIP.set(why);
+            }
+        }
+        Err(Skip(why)) => {
+            let _ = DOCKER_SKIP.set(why.clone());
+            let _ = CONTAINERD_SKIP.set(why);
+        }
     }
     plan.steps(
         PRELUDE,
@@ -210,6 +294,8 @@ fn build_plan() -> Result<Plan, Skip> {
             (0, "run", 240, STEP_RUN),
             (0, "limits", 90, STEP_LIMITS),
             (0, "errors", 30, STEP_ERRORS),
+            (0, "binds", 90, STEP_BINDS),
+            (1, "docker", 240, STEP_DOCKER),
             (1, "exec", 300, STEP_EXEC),
             (1, "faults", 240, STEP_FAULTS),
             (
@@ -225,6 +311,8 @@ fn build_plan() -> Result<Plan, Skip> {
 
 /// Why the nested host has no containerd, if it has none.
 static CONTAINERD_SKIP: OnceLock<String> = OnceLock::new();
+/// Why the nested host has no Docker, if it has none.
+static DOCKER_SKIP: OnceLock<String> = OnceLock::new();
 
 /// The one run all tests share.
 fn report() -> Option<&'static Report> {
@@ -444,4 +532,66 @@ fn containerd_runs_a_vm_container_through_both_shims() {
         assert_eq!(key("-delete"), Some("0"), "{via}\n{out}");
     }
     no_leftovers(out, "ctr");
+}
+
+#[test]
+fn host_bind_mounts_reach_the_guest() {
+    let Some(r) = report() else { return };
+    let out = &r.step("binds").output;
+    assert_eq!(value(out, "binds-exit"), Some("0"), "{out}");
+    let said = lines(out, "binds:");
+    assert!(said.contains(&"file from-host"), "{out}");
+    assert!(said.contains(&"ro holds"), "{out}");
+    assert!(
+        said.contains(&"stage-entries 0"),
+        "staging dir masked\n{out}"
+    );
+    assert_eq!(value(out, "host-dir"), Some("guest-wrote"), "{out}");
+    assert_eq!(value(out, "host-term"), Some("term"), "{out}");
+    assert_eq!(value(out, "host-file"), Some("from-host"), "{out}");
+    // A missing source is a create error naming the mount.
+    assert_eq!(value(out, "badbind-exit"), Some("1"), "{out}");
+    let msg = lines(out, "badbind:").join("\n");
+    assert!(
+        msg.contains("mounts[") && msg.contains("/nonexistent/source"),
+        "{out}"
+    );
+    assert!(!out.contains("must-not-run"), "{out}");
+    no_leftovers(out, "binds");
+}
+
+#[test]
+fn docker_runs_a_vm_container_with_its_own_bind_mounts() {
+    let Some(r) = report() else { return };
+    let out = &r.step("docker").output;
+    if out.lines().any(|l| l.trim() == "docker-skip") {
+        let why = DOCKER_SKIP.get().map_or("docker missing", |s| s.as_str());
+        eprintln!("skipped: Docker with VM containers: {why}");
+        return;
+    }
+    assert_eq!(value(out, "docker-import"), Some("0"), "{out}");
+    assert_eq!(value(out, "docker-exit"), Some("6"), "{out}");
+    let said = lines(out, "docker:");
+    let host = value(out, "host-boot-id").unwrap_or_default();
+    let guest = said
+        .iter()
+        .find_map(|l| l.strip_prefix("guest-boot-id "))
+        .unwrap_or_default();
+    assert!(!guest.is_empty() && guest != host, "{out}");
+    assert!(
+        said.iter().any(|l| l
+            .strip_prefix("hostname-file ")
+            .is_some_and(|h| !h.is_empty())),
+        "Docker's /etc/hostname bind\n{out}"
+    );
+    assert!(said.contains(&"shm ok"), "Docker's /dev/shm bind\n{out}");
+    assert_eq!(value(out, "docker-exec"), Some("3"), "{out}");
+    assert_eq!(value(out, "docker-stop"), Some("0"), "{out}");
+    assert_eq!(
+        value(out, "docker-stopped"),
+        Some("0"),
+        "the TERM trap ran\n{out}"
+    );
+    assert_eq!(value(out, "docker-rm"), Some("0"), "{out}");
+    no_leftovers(out, "docker");
 }

@@ -19,6 +19,9 @@ pub use msg::{
 
 /// The vsock port the agent listens on in the guest.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// Where the agent mounts the container's rootfs share in the guest (the host names paths
+/// in the share relative to it).
+pub const GUEST_ROOTFS_DIR: &str = "/run/hull/root";
 
 /// The protocol version this crate speaks. Peers must agree on `major`; `minor` only adds.
 pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 0 };

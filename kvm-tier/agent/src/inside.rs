@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::launcher::{ChildStdio, LaunchError, Launcher};
 
 /// Where the agent mounts the container's rootfs share.
-pub const ROOT_DIR: &str = "/run/hull/root";
+pub const ROOT_DIR: &str = hull_agent_protocol::GUEST_ROOTFS_DIR;
 /// The argument that makes `hull-agent` the container-side set-up.
 pub const CONTAINER_INIT_ARG: &str = "container-init";
 const PLAN_FD: RawFd = 3;

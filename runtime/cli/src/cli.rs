@@ -39,6 +39,11 @@ struct Cli {
     /// The criu binary `checkpoint` and `restore` use.
     #[arg(long, global = true, default_value = "criu")]
     criu: PathBuf,
+    /// Give every container this isolation: `vm` runs each in its own micro-VM (for clients
+    /// that cannot set the io.hull.isolation annotation, e.g. as a Docker runtime's
+    /// runtimeArgs); a config annotated otherwise is refused.
+    #[arg(long, global = true, value_parser = parse_isolation)]
+    isolation: Option<hull_specs::Isolation>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,8 +82,13 @@ impl CreateArgs {
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
             stdio: None,
+            isolation: None,
         }
     }
+}
+
+fn parse_isolation(v: &str) -> Result<hull_specs::Isolation, String> {
+    hull_specs::annotations::parse_isolation(v).map_err(|_| format!("{v:?} is not vm or container"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -512,14 +522,26 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
     };
     match &cli.command {
         Command::Create(args) => {
-            rt.create(&args.id, &args.options())?;
+            rt.create(
+                &args.id,
+                &CreateOptions {
+                    isolation: cli.isolation,
+                    ..args.options()
+                },
+            )?;
         }
         Command::Start { id } => rt.start(id)?,
         Command::Run {
             create,
             detach,
             keep,
-        } => return rt.run(&create.id, &create.options(), *detach, *keep),
+        } => {
+            let opts = CreateOptions {
+                isolation: cli.isolation,
+                ..create.options()
+            };
+            return rt.run(&create.id, &opts, *detach, *keep);
+        }
         Command::Exec(args) => {
             let base = rt.state_config(&args.id)?.process().clone();
             let process = exec_process(args, base)?;

@@ -86,19 +86,30 @@ fn boot_and_run(coord: &mut SocketCoordinator, vp: &VmPlan) -> Result<i32, InitE
     coord.prepare_start(&plan)?;
     sys.enter_namespaces(&plan)?;
     coord.cgroup_joined()?;
-    // Nothing this process mounts may reach the host's mount table.
-    if nix::sched::CloneFlags::from_bits_retain(plan.unshare_flags)
-        .contains(nix::sched::CloneFlags::CLONE_NEWNS)
-    {
-        nix::mount::mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(|e| failed(format!("making the VMM's mounts private: {e}")))?;
+    // The VMM always has a mount namespace of its own (a VM container cannot join one, and
+    // clone made it): nothing it mounts, the staged host binds, may propagate to the host.
+    let own_mount_ns = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount && n.path().is_none()
+            })
+        });
+    if !own_mount_ns {
+        return Err(failed("a VM container needs a mount namespace of its own"));
     }
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| failed(format!("making the VMM's mounts private: {e}")))?;
+    super::binds::stage(&plan.spec, &plan.rootfs, &plan.bundle)?;
     let state_json = coord.mounts_ready()?;
     let terminal = plan
         .spec

@@ -10,6 +10,7 @@
 //! What the VM tier cannot carry out is refused here by name (see also
 //! `hull_specs::vm::check_vm_supported`); nothing falls back to the shared kernel.
 
+pub mod binds;
 pub mod exec;
 pub mod init;
 
@@ -306,25 +307,8 @@ pub fn plan(spec: &Spec, state_dir: &Path, preserve_fds: i32) -> Result<VmPlan, 
     })
 }
 
-/// What only the host side can tell is impossible: mounts of host paths (only the rootfs is
-/// shared into the guest) and a seccomp notify agent (a host socket).
+/// What only the host side can tell is impossible: a seccomp notify agent (a host socket).
 fn check_host_side(spec: &Spec) -> Result<(), VmError> {
-    for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let bind = m.typ().as_deref() == Some("bind")
-            || m.options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind");
-        if bind {
-            return Err(VmError::Spec(SpecError::Invalid {
-                field: format!("mounts[{i}]"),
-                reason: format!(
-                    "bind mount of host path {:?} (not supported in a VM container: only the rootfs is shared into the guest)",
-                    m.source().as_deref().unwrap_or(Path::new(""))
-                ),
-            }));
-        }
-    }
     let listener = spec
         .linux()
         .as_ref()
@@ -343,6 +327,7 @@ fn check_host_side(spec: &Spec) -> Result<(), VmError> {
 /// already did or owns (hooks, cgroup placement and limits: the VMM is held to them).
 pub fn guest_config(spec: &Spec) -> serde_json::Value {
     let mut v = serde_json::to_value(spec).unwrap_or_default();
+    binds::rewrite_guest_config(spec, &mut v);
     if let Some(o) = v.as_object_mut() {
         o.remove("hooks");
     }
@@ -400,20 +385,13 @@ mod tests {
     }
 
     #[test]
-    fn host_binds_and_notify_agents_are_refused_by_field() {
-        let e = check_host_side(&spec(json!({"mounts": [
+    fn notify_agents_are_refused_by_field_and_host_binds_are_not() {
+        check_host_side(&spec(json!({"mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind"]}
-        ]})))
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("mounts[1]") && e.contains("/etc/hosts"), "{e}");
-        let e = check_host_side(&spec(json!({"mounts": [
+            {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind"]},
             {"destination": "/x", "source": "/srv", "options": ["bind", "ro"]}
         ]})))
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("mounts[0]"), "{e}");
+        .unwrap();
         let e = check_host_side(&spec(json!({"linux": {"seccomp": {
             "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock"}}})))
         .unwrap_err()
@@ -422,6 +400,38 @@ mod tests {
         check_host_side(&spec(json!({"mounts": [
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}]})))
         .unwrap();
+    }
+
+    #[test]
+    fn the_guest_binds_staged_sources_and_masks_the_stage() {
+        let s = spec(json!({
+            "mounts": [
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind", "ro"]},
+                {"destination": "/dev/shm", "source": "/var/lib/x/shm", "options": ["bind"]}
+            ],
+            "linux": {"maskedPaths": ["/proc/kcore"]}
+        }));
+        let g = guest_config(&s);
+        let root = hull_agent_protocol::GUEST_ROOTFS_DIR;
+        assert_eq!(g["mounts"][0]["source"], json!("tmpfs"));
+        assert_eq!(
+            g["mounts"][1]["source"],
+            json!(format!("{root}/.hull-vm-binds/1"))
+        );
+        assert_eq!(g["mounts"][1]["options"], json!(["rbind", "ro"]));
+        assert_eq!(g["mounts"][1]["destination"], json!("/etc/hosts"));
+        assert_eq!(
+            g["mounts"][2]["source"],
+            json!(format!("{root}/.hull-vm-binds/2"))
+        );
+        assert_eq!(
+            g["linux"]["maskedPaths"],
+            json!(["/proc/kcore", "/.hull-vm-binds"])
+        );
+        // Without binds nothing is masked or rewritten.
+        let plain = guest_config(&spec(json!({"linux": {}})));
+        assert!(plain["linux"].get("maskedPaths").is_none());
     }
 
     #[test]

@@ -174,3 +174,26 @@ pub fn add_containerd(plan: &mut Plan, shim: &Path, dir: &Path) -> Result<(), Sk
         .file("nested/containerd/busybox.tar", &tar, 0o644);
     Ok(())
 }
+
+/// Adds Docker's daemon and client (Debian's docker.io; the step registers hull as runtime
+/// `hull-vm` with `runtimeArgs: --isolation vm`, as a Docker user would: Docker 20.10 cannot
+/// set annotations), and the busybox rootfs as `nested/docker/busybox.tar` for
+/// `docker import`.
+/// Needs [`add_containerd`]'s binaries (dockerd starts its own containerd). Skip when the
+/// package is missing.
+pub fn add_docker(plan: &mut Plan, dir: &Path) -> Result<(), Skip> {
+    if let Some(r) = crate::docker::skip_reason() {
+        return Err(Skip(r));
+    }
+    let bundle = crate::Bundle::new();
+    let tar = dir.join("busybox-rootfs.tar");
+    let layer = crate::oci_image::layer_tar(&bundle.rootfs())
+        .map_err(|e| Skip(format!("the busybox rootfs tar: {e}")))?;
+    std::fs::write(&tar, layer).map_err(|e| Skip(format!("{}: {e}", tar.display())))?;
+    plan.payload
+        .binary("nested/bin/dockerd", Path::new(crate::docker::DOCKERD))
+        .and_then(|p| p.binary("nested/bin/docker", Path::new(crate::docker::DOCKER)))
+        .map_err(|e| Skip(e.to_string()))?;
+    plan.payload.file("nested/docker/busybox.tar", &tar, 0o644);
+    Ok(())
+}

@@ -166,7 +166,8 @@ fn make_parent_mount_private(path: &Path, root_prop: Option<c_ulong>) -> Result<
     }
 }
 
-fn open_rootfs(rootfs: &Path) -> Result<OwnedFd, RootfsError> {
+/// The rootfs directory as an `O_PATH` descriptor (what mounts are resolved against).
+pub fn open_rootfs(rootfs: &Path) -> Result<OwnedFd, RootfsError> {
     nix::fcntl::open(
         rootfs,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
