@@ -112,6 +112,10 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Wait
             if let Some(m) = &master {
                 drain(m.as_fd());
             }
+            // Signals that came for the container after it exited are consumed here: left
+            // pending, they would hit `hull run` itself when the mask is restored (a late
+            // SIGTERM turning the container's status into 143).
+            while let Ok(Some(_)) = sfd.read_signal() {}
             return Ok(code);
         }
         let mut fds = vec![
