@@ -5,6 +5,7 @@
 //! `create` and `exec` (`hull init`) is the `hull_inside` crate. The runc-compatible front
 //! end is the `hull` binary (`runtime/cli`).
 
+pub mod build_id;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod container;

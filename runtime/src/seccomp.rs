@@ -339,7 +339,10 @@ const CACHE_MAX_ENTRIES: usize = 256;
 
 /// [`compile`] through a cache in `cache_dir`: libseccomp needs milliseconds of CPU for a
 /// Docker-sized profile, on every container start. The key covers everything the result
-/// depends on: the profile, libseccomp's and hull's versions, and the kernel (flag support).
+/// depends on: the profile, hull's build (its build ID, so a rebuilt compiler never loads
+/// what an older one produced), libseccomp's version and the kernel (flag support). Init
+/// loads the cached BPF as it is, so only a directory and files this user owns and nobody
+/// else can write are trusted; otherwise the cache is not used (and a warning says why).
 pub fn compile_cached(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Compiled> {
     use std::hash::{Hash, Hasher};
     let profile_json = serde_json::to_string(profile).unwrap_or_default();
@@ -347,33 +350,100 @@ pub fn compile_cached(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Compil
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     let key = format!(
-        "{}\n{}\n{}\n{profile_json}",
+        "{}\n{}\n{}\n{}\n{profile_json}",
         env!("CARGO_PKG_VERSION"),
+        crate::build_id::current(),
         libseccomp_version(),
         kernel
     );
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     let file = cache_dir.join(format!("{:016x}.json", h.finish()));
-    if let Ok(data) = std::fs::read(&file) {
-        match serde_json::from_slice::<CacheEntry>(&data) {
-            Ok(entry) if entry.key == key => return Ok(entry.compiled),
-            _ => tracing::debug!("seccomp cache: {file:?} is stale or for another profile"),
+    let usable = match trusted_cache_dir(cache_dir) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(dir = %cache_dir.display(), "seccomp cache not used: {why}");
+            false
+        }
+    };
+    if usable {
+        match read_trusted(&file) {
+            Ok(Some(data)) => match serde_json::from_slice::<CacheEntry>(&data) {
+                Ok(entry) if entry.key == key => return Ok(entry.compiled),
+                _ => tracing::debug!("seccomp cache: {file:?} is stale or for another profile"),
+            },
+            Ok(None) => {}
+            Err(why) => {
+                tracing::warn!(file = %file.display(), "seccomp cache entry not used: {why}")
+            }
         }
     }
     let compiled = compile(profile)?.to_compiled();
-    if let Err(e) = store_in_cache(cache_dir, &file, &key, &compiled) {
-        tracing::debug!("seccomp cache: not stored: {e}");
+    if usable {
+        if let Err(e) = store_in_cache(cache_dir, &file, &key, &compiled) {
+            tracing::debug!("seccomp cache: not stored: {e}");
+        }
     }
     Ok(compiled)
 }
 
-fn store_in_cache(dir: &Path, file: &Path, key: &str, compiled: &Compiled) -> std::io::Result<()> {
+/// Who may have written `meta`'s file: only this user, nobody else with write access.
+fn owned_safely(meta: &std::fs::Metadata) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!("owned by uid {}, not {me}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "mode {:04o} lets others write it",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the cache directory (0700) if missing, and checks it: a real directory (not a
+/// symlink) that only this user can write.
+fn trusted_cache_dir(dir: &Path) -> std::result::Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)?;
+        .create(dir)
+        .map_err(|e| format!("creating it: {e}"))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_dir() {
+        return Err("not a directory".into());
+    }
+    owned_safely(&meta)
+}
+
+/// The entry's bytes if it exists and is a regular file (not followed through a symlink)
+/// that only this user can have written.
+fn read_trusted(file: &Path) -> std::result::Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(file)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    owned_safely(&meta)?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data).map_err(|e| e.to_string())?;
+    Ok(Some(data))
+}
+
+fn store_in_cache(dir: &Path, file: &Path, key: &str, compiled: &Compiled) -> std::io::Result<()> {
     if std::fs::read_dir(dir)?.count() >= CACHE_MAX_ENTRIES {
         for entry in std::fs::read_dir(dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());

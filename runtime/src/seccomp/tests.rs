@@ -404,3 +404,99 @@ fn an_unwritable_cache_still_compiles() {
     let again = compile_cached(&small_profile(38), Path::new("/proc/no-such-dir/cache")).unwrap();
     assert_eq!(again, compile(&small_profile(38)).unwrap().to_compiled());
 }
+
+/// Rewrites every cache entry (regular file) in `cache` to hold `program` under its own key (what an attacker able
+/// to write the cache would do), with `owner` and `mode`.
+fn tamper(cache: &Path, program: &Compiled, owner: Option<u32>, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(cache).unwrap().flatten() {
+        if !entry.file_type().unwrap().is_file() {
+            continue;
+        }
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        v["compiled"] = serde_json::to_value(program).unwrap();
+        std::fs::write(entry.path(), v.to_string()).unwrap();
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(entry.path(), Some(uid), None).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cache_entries_others_could_write_are_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let good = compile_cached(&small_profile(38), &cache).unwrap();
+    let evil = compile(&small_profile(1)).unwrap().to_compiled();
+    assert_ne!(good, evil);
+    // Our own, 0600: loaded (the tampering shows: this is what the cache is trusted with).
+    tamper(&cache, &evil, None, 0o600);
+    assert_eq!(compile_cached(&small_profile(38), &cache).unwrap(), evil);
+    // World-writable: not loaded, compiled afresh and stored again safely.
+    tamper(&cache, &evil, None, 0o666);
+    assert_eq!(compile_cached(&small_profile(38), &cache).unwrap(), good);
+    assert_eq!(compile_cached(&small_profile(38), &cache).unwrap(), good);
+    if nix::unistd::geteuid().is_root() {
+        // Another user's file.
+        tamper(&cache, &evil, Some(65534), 0o600);
+        assert_eq!(compile_cached(&small_profile(38), &cache).unwrap(), good);
+    }
+    // A symlink in an entry's place is not followed.
+    let entry = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::rename(&entry, &elsewhere).unwrap();
+    tamper(dir.path(), &evil, None, 0o600);
+    std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+    assert_eq!(compile_cached(&small_profile(38), &cache).unwrap(), good);
+}
+
+#[test]
+fn a_cache_directory_others_could_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let first = compile_cached(&small_profile(38), &cache).unwrap();
+    assert_eq!(first, compile(&small_profile(38)).unwrap().to_compiled());
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing stored"
+    );
+    // A symlink to a directory of our own is not used either.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&cache, &link).unwrap();
+    compile_cached(&small_profile(38), &link).unwrap();
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing stored"
+    );
+    compile_cached(&small_profile(38), &cache).unwrap();
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+}
+
+#[test]
+fn the_cache_key_names_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    compile_cached(&small_profile(38), &cache).unwrap();
+    let entry = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap();
+    let key = v["key"].as_str().unwrap();
+    assert!(key.contains(crate::build_id::current()), "{key}");
+}
