@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::cgroups::{CgroupError, ContainerCgroup};
-use crate::process::{process_alive, process_start_time, send_signal};
+use crate::process::{process_alive, process_start_time, PidFd};
 use crate::spawn::{
     describe_end, dup_above, reap, spawn_init, stdio_above, stdio_raw, ChildSetup, InitExec,
 };
@@ -551,12 +551,18 @@ impl Runtime {
         if status == Status::Stopped {
             return Err(Error::NotRunning);
         }
-        send_signal(Pid::from_raw(saved.pid), signal).map_err(|e| match e {
+        // Through a pidfd opened for the recorded process: if init exits and its pid is
+        // reused between the check above and the signal, nothing else is hit.
+        let sys = |e| Error::Sys {
+            what: format!("kill {}", saved.pid),
+            source: e,
+        };
+        let init = PidFd::open(saved.pid, saved.pid_start_time)
+            .map_err(sys)?
+            .ok_or(Error::NotRunning)?;
+        init.signal(signal).map_err(|e| match e {
             nix::Error::ESRCH => Error::NotRunning,
-            e => Error::Sys {
-                what: format!("kill {}", saved.pid),
-                source: e,
-            },
+            e => sys(e),
         })
     }
 
@@ -918,18 +924,18 @@ fn kill_container(saved: &SavedState) -> Result<(), Error> {
             tracing::debug!("signalling the cgroup: {e}");
         }
     }
-    if process_alive(saved.pid, saved.pid_start_time) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(saved.pid), Signal::SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_alive(saved.pid, saved.pid_start_time) {
-        if Instant::now() > deadline {
+    let init = PidFd::open(saved.pid, saved.pid_start_time).map_err(|source| Error::Sys {
+        what: format!("pidfd_open {}", saved.pid),
+        source,
+    })?;
+    if let Some(init) = init {
+        let _ = init.signal(libc::SIGKILL);
+        if !init.wait_exit(Duration::from_secs(10)) {
             return Err(Error::Init(format!(
                 "init process {} did not die after SIGKILL",
                 saved.pid
             )));
         }
-        std::thread::sleep(Duration::from_millis(2));
     }
     // The cgroup may still list exiting processes for a moment; destroy() retries.
     Ok(())

@@ -155,7 +155,7 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Wait
                     // Everything else in the mask: the forwarded signals, real-time ones
                     // included.
                     Ok(signo) => {
-                        if let Err(e) = crate::process::send_signal(pid, signo) {
+                        if let Err(e) = exited.signal(signo) {
                             tracing::debug!("forwarding signal {signo} to {pid}: {e}");
                         }
                     }
@@ -181,17 +181,14 @@ pub fn wait_for_container(pid: Pid, master: Option<OwnedFd>) -> Result<i32, Wait
     }
 }
 
-fn pidfd_open(pid: Pid) -> Result<OwnedFd, WaitError> {
-    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(WaitError::Sys {
-            what: format!("pidfd_open({pid})"),
-            source: nix::Error::last(),
-        });
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+fn pidfd_open(pid: Pid) -> Result<crate::process::PidFd, WaitError> {
+    let sys = |source| WaitError::Sys {
+        what: format!("pidfd_open({pid})"),
+        source,
+    };
+    crate::process::PidFd::open(pid.as_raw(), 0)
+        .map_err(sys)?
+        .ok_or_else(|| sys(nix::Error::ESRCH))
 }
 
 /// The exit status of `pid` if it has exited: its code, or 128+signal.

@@ -40,6 +40,9 @@ pub struct Process {
     pub stdio: StdioPaths,
     /// 0 until the process exists (init: after Create; exec: after Start).
     pub pid: i32,
+    /// `pid` pinned as soon as it is known, so that `Kill` never signals a process that got
+    /// the pid after this one was reaped (the reaper frees it before the exit is recorded).
+    pub pidfd: Option<hull_runtime::process::PidFd>,
     pub started: bool,
     pub exit: Option<Exit>,
     pub io: Option<ProcessIo>,
@@ -53,6 +56,7 @@ impl Process {
             exec_id: exec_id.to_string(),
             stdio,
             pid: 0,
+            pidfd: None,
             started: false,
             exit: None,
             io: None,
@@ -62,6 +66,20 @@ impl Process {
 
     pub fn running(&self) -> bool {
         self.pid > 0 && self.exit.is_none()
+    }
+
+    /// Records the process's pid and pins it with a pidfd.
+    pub fn set_pid(&mut self, pid: i32) {
+        self.pid = pid;
+        self.pidfd = hull_runtime::process::PidFd::open(pid, 0).ok().flatten();
+    }
+
+    /// Signals the process through its pidfd (ESRCH once it is gone).
+    pub fn signal(&self, signal: i32) -> Result<(), nix::Error> {
+        match &self.pidfd {
+            Some(fd) => fd.signal(signal),
+            None => Err(nix::Error::ESRCH),
+        }
     }
 }
 

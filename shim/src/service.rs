@@ -181,7 +181,7 @@ impl Service {
             }
         };
         let mut init = Process::new("", paths.clone());
-        init.pid = pid;
+        init.set_pid(pid);
         init.io = Some(pio);
         tasks.container = Some(Container {
             id: req.id.clone(),
@@ -261,7 +261,7 @@ impl Service {
         let _ = std::fs::remove_file(&pid_file);
         let pid = pid?;
         let pio = new_stdio.finish(&paths)?;
-        p.pid = pid;
+        p.set_pid(pid);
         p.started = true;
         p.io = Some(pio);
         drop(tasks);
@@ -380,11 +380,9 @@ impl Service {
             )));
         }
         hull_runtime::container::check_signal(signal)?;
-        hull_runtime::process::send_signal(nix::unistd::Pid::from_raw(p.pid), signal).map_err(|e| {
-            match e {
-                nix::Error::ESRCH => ShimError::Finished,
-                e => crate::error::sys(format!("kill {}", p.pid))(e),
-            }
+        p.signal(signal).map_err(|e| match e {
+            nix::Error::ESRCH => ShimError::Finished,
+            e => crate::error::sys(format!("kill {}", p.pid))(e),
         })
     }
 

@@ -360,16 +360,16 @@ impl ContainerCgroup {
                 false
             }
         };
-        let result = self.pids().and_then(|pids| {
+        let result = self.pinned_members().and_then(|members| {
             let mut first_err = None;
-            for pid in pids {
-                if let Err(source) = send_signal(pid, signal) {
-                    if source.raw_os_error() != Some(libc::ESRCH) && first_err.is_none() {
+            for p in members {
+                if let Err(e) = p.signal(signal) {
+                    if e != nix::Error::ESRCH && first_err.is_none() {
                         first_err = Some(CgroupError::Signal {
                             path: self.path.clone(),
-                            pid,
+                            pid: p.pid(),
                             signal,
-                            source,
+                            source: std::io::Error::from_raw_os_error(e as i32),
                         });
                     }
                 }
@@ -382,6 +382,23 @@ impl ContainerCgroup {
             Ok(())
         };
         result.and(thawed)
+    }
+
+    /// The cgroup's processes, each pinned by a pidfd: a pid listed, then opened, then
+    /// listed again is the member's (had it exited and its pid gone to a process outside
+    /// the cgroup in between, the second listing would not name it), so signalling these
+    /// never reaches a process outside the container.
+    fn pinned_members(&self) -> Result<Vec<crate::process::PidFd>, CgroupError> {
+        let pinned: Vec<crate::process::PidFd> = self
+            .pids()?
+            .into_iter()
+            .filter_map(|pid| crate::process::PidFd::open(pid, 0).ok().flatten())
+            .collect();
+        let still = self.pids()?;
+        Ok(pinned
+            .into_iter()
+            .filter(|p| still.binary_search(&p.pid()).is_ok())
+            .collect())
     }
 
     /// Remove the cgroup directories (the processes must be gone), child cgroups first,
@@ -607,17 +624,6 @@ fn original_cgroups(pid: i32) -> Vec<(Vec<String>, String)> {
             Some((ctrls, p.to_string()))
         })
         .collect()
-}
-
-/// Sends `signal` to `pid`.
-fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid, signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Undoes a half-done `create` when dropped armed: moves the pid back where it was, then
