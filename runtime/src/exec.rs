@@ -132,15 +132,38 @@ impl Runtime {
             }
         }
         hull_inside::lsm::check_process(&process, hull_inside::lsm::Host::probe())?;
-        let joins = namespaces::differing(saved.pid, &PARENT_JOINS);
-        let join_user = namespaces::differing(saved.pid, &[NsKind::User])
+        // Init pinned: the parent joins its namespaces through the pidfd, and the user and
+        // mount namespace files the child joins, opened below by pid, are init's only if
+        // init is still alive after they were opened (its pid cannot have been reused).
+        let init = crate::process::PidFd::open(saved.pid, saved.pid_start_time)
+            .map_err(|source| Error::Sys {
+                what: format!("pidfd_open {}", saved.pid),
+                source,
+            })?
+            .ok_or(Error::NotRunning)?;
+        let joins: Vec<NsKind> = namespaces::differing(saved.pid, &PARENT_JOINS)
+            .into_iter()
+            .map(|(kind, _)| kind)
+            .collect();
+        let open_ns = |p: &std::path::Path| {
+            std::fs::File::open(p).map_err(|source| Error::Io {
+                what: format!("opening {}", p.display()),
+                source,
+            })
+        };
+        let user_ns = namespaces::differing(saved.pid, &[NsKind::User])
             .pop()
-            .map(|(_, p)| p);
+            .map(|(_, p)| open_ns(&p))
+            .transpose()?;
+        let mount_ns = open_ns(&PathBuf::from(format!("/proc/{}/ns/mnt", saved.pid)))?;
+        if init.signal(0).is_err() {
+            return Err(Error::NotRunning);
+        }
         let plan = ExecPlan {
             id: id.to_string(),
             process,
-            join_user,
-            join_mount: PathBuf::from(format!("/proc/{}/ns/mnt", saved.pid)),
+            join_user: None,
+            join_mount: PathBuf::new(),
             console_fd: None,
             preserve_fds: opts.preserve_fds,
             personality: saved
@@ -161,6 +184,11 @@ impl Runtime {
             .as_ref()
             .map(|c| dup_above(c.as_fd(), min_fd))
             .transpose()?;
+        let user_ns_child = user_ns
+            .as_ref()
+            .map(|f| dup_above(f.as_fd(), min_fd))
+            .transpose()?;
+        let mount_ns_child = dup_above(mount_ns.as_fd(), min_fd)?;
         // A VM container's processes run in its guest: `hull vm-exec` asks the agent.
         let exec = if crate::vm::wanted(&saved.config)? {
             InitExec::command(
@@ -177,10 +205,12 @@ impl Runtime {
         };
         let child_fds: Vec<RawFd> = std::iter::once(init_fd.as_raw_fd())
             .chain(console_child.as_ref().map(|f| f.as_raw_fd()))
+            .chain(user_ns_child.as_ref().map(|f| f.as_raw_fd()))
+            .chain(std::iter::once(mount_ns_child.as_raw_fd()))
             .collect();
         let stdio = stdio_above(opts.stdio, min_fd)?;
         let pid = {
-            let _ns = ChildNamespaceGuard::join_all(&joins)?;
+            let _ns = ChildNamespaceGuard::join_process(init.as_fd(), &joins)?;
             spawn_init(&ChildSetup {
                 flags: CloneFlags::empty().bits(),
                 exec: &exec,
@@ -192,8 +222,12 @@ impl Runtime {
         };
         let mut guard = ExecGuard(Some(pid));
         drop(init_fd);
+        // The child has its own copies at the same numbers.
+        let fd_path = |fd: RawFd| PathBuf::from(format!("/proc/self/fd/{fd}"));
         let plan = ExecPlan {
             console_fd: console_child.as_ref().map(|f| f.as_raw_fd()),
+            join_user: user_ns_child.as_ref().map(|f| fd_path(f.as_raw_fd())),
+            join_mount: fd_path(mount_ns_child.as_raw_fd()),
             ..plan
         };
         drop(console_child);

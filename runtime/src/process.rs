@@ -5,7 +5,6 @@ use std::fs;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-
 /// A process pinned by a pidfd: a signal sent through it reaches that process or fails
 /// with ESRCH once it is gone, never a process that got its pid later.
 #[derive(Debug)]

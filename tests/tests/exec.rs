@@ -46,6 +46,28 @@ fn exec_joins_namespaces_and_returns_the_exit_status() {
 }
 
 #[test]
+fn exec_joins_by_descriptor_and_hands_the_process_only_its_stdio() {
+    // The namespace descriptors hull passes to exec's init (user, mount) must not reach
+    // the process: only 0-2 and the directory `ls` itself opens.
+    let Some(rt) = setup("exec-fds") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    let id = running(&rt, &mut b);
+    let o = rt.call(&["exec", &id, "ls", "/proc/self/fd"]);
+    assert_eq!(o.code(), 0, "{o}");
+    let fds: Vec<&str> = o.stdout.split_whitespace().collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "{o}");
+    // Init's mount namespace: one exec sees what another wrote in its /dev/shm.
+    rt.call(&["exec", &id, "sh", "-c", "echo mark > /dev/shm/m"])
+        .assert_ok();
+    let o = rt.call(&["exec", &id, "cat", "/dev/shm/m"]);
+    assert_eq!(o.stdout.trim(), "mark", "{o}");
+    rt.call(&["delete", "--force", &id]).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
+
+#[test]
 fn exec_process_is_in_the_container_cgroup() {
     let Some(rt) = setup("exec-cgroup") else {
         return;

@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::{AsFd, AsRawFd};
+use std::os::unix::io::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -292,13 +292,29 @@ impl ChildNamespaceGuard {
         Ok(guard)
     }
 
-    /// Enter each of `namespaces`, remembering the parent's own to return to.
-    pub fn join_all(namespaces: &[(NsKind, PathBuf)]) -> Result<Self, NamespaceError> {
+    /// Enter `kinds` of the process `pidfd` pins, all in one `setns(pidfd, flags)`: no
+    /// `/proc/PID/ns` path, so a pid reused meanwhile cannot lead anywhere else.
+    pub fn join_process(pidfd: BorrowedFd<'_>, kinds: &[NsKind]) -> Result<Self, NamespaceError> {
         let mut guard = ChildNamespaceGuard {
             saved: Vec::new(),
             cwd: None,
         };
-        guard.join(namespaces)?;
+        if kinds.is_empty() {
+            return Ok(guard);
+        }
+        let mut flags = CloneFlags::empty();
+        for &kind in kinds {
+            guard.save(kind)?;
+            if kind == NsKind::Mount {
+                guard.prepare_mount_join()?;
+            }
+            flags |= kind.clone_flag();
+        }
+        nix::sched::setns(pidfd, flags).map_err(|source| NamespaceError::Setns {
+            kind: kinds[0],
+            path: PathBuf::from(format!("pidfd {}", pidfd.as_raw_fd())),
+            source,
+        })?;
         Ok(guard)
     }
 
