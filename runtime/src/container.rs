@@ -282,6 +282,12 @@ impl Runtime {
         };
         let fifo = dir.fifo_path();
         make_fifo(&fifo)?;
+        // A VM container's init is the VMM, which waits for the guest's boot first.
+        let wait_limit =
+            crate::init_deadline::limit(vm_plan.as_ref().map_or(Duration::ZERO, |vp| {
+                Duration::from_millis(vp.boot_timeout_ms)
+            }));
+        let mut waited = Duration::ZERO;
 
         let min_fd = 3 + opts.preserve_fds;
         let init_fd = dup_above(theirs.as_fd(), min_fd)?;
@@ -414,7 +420,33 @@ impl Runtime {
             return Err(pending_init_error(&mut ours).map_or(e, Error::Init));
         }
         loop {
-            match sync::recv::<FromInit>(&mut ours) {
+            if let Some(limit) = wait_limit {
+                let left = limit.saturating_sub(waited);
+                if left.is_zero() {
+                    return Err(Error::Init(crate::init_deadline::exceeded(
+                        "finish setting up",
+                        limit,
+                    )));
+                }
+                ours.set_read_timeout(Some(left))
+                    .map_err(io("setting the sync socket's timeout"))?;
+            }
+            // Only the time spent waiting on init counts (not the hooks run below).
+            let asked = Instant::now();
+            let msg = sync::recv::<FromInit>(&mut ours);
+            waited += asked.elapsed();
+            match msg {
+                Err(sync::SyncError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(Error::Init(crate::init_deadline::exceeded(
+                        "finish setting up",
+                        wait_limit.unwrap_or_default(),
+                    )));
+                }
                 Ok(FromInit::MountsReady) => {
                     let state_json = hook_state(&saved, Status::Creating);
                     if let Some(h) = spec.hooks().as_ref() {
@@ -490,7 +522,11 @@ impl Runtime {
                 status,
             });
         }
-        release_fifo(&dir.fifo_path(), &saved)?;
+        release_fifo(
+            &dir.fifo_path(),
+            &saved,
+            crate::init_deadline::limit(Duration::ZERO),
+        )?;
         run_hooks_warning(
             "poststart",
             saved.hooks(HookKind::Poststart),
@@ -975,7 +1011,8 @@ fn kill_cgroup_members(cg: &ContainerCgroup) -> Result<(), Error> {
 }
 
 /// Open the exec fifo for reading and wait for init's byte, watching that init lives.
-fn release_fifo(fifo: &Path, saved: &SavedState) -> Result<(), Error> {
+fn release_fifo(fifo: &Path, saved: &SavedState, limit: Option<Duration>) -> Result<(), Error> {
+    let began = Instant::now();
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
@@ -1013,6 +1050,12 @@ fn release_fifo(fifo: &Path, saved: &SavedState) -> Result<(), Error> {
             return Err(Error::Init(format!(
                 "container init {} exited before start",
                 saved.pid
+            )));
+        }
+        if let Some(limit) = limit.filter(|l| began.elapsed() > *l) {
+            return Err(Error::Init(crate::init_deadline::exceeded(
+                "start the container process",
+                limit,
             )));
         }
     }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod container;
 pub mod events;
 pub mod exec;
+pub mod init_deadline;
 pub mod process;
 pub mod sealed_exe;
 pub mod seccomp;

@@ -676,3 +676,62 @@ fn exec_detach_does_not_hold_inherited_fds() {
     rt.delete_force(&id).assert_ok();
     assert_no_leftovers(&rt, &b);
 }
+
+/// `hull ARGS` with `HULL_INIT_TIMEOUT=2`.
+fn with_init_timeout(rt: &hull_tests::Runtime, args: &[&str]) -> hull_tests::Out {
+    let mut c = rt.cmd(args);
+    c.env("HULL_INIT_TIMEOUT", "2");
+    rt.exec_cmd(c, Io::default())
+}
+
+#[test]
+fn a_hung_init_fails_create_after_the_deadline_and_leaves_nothing() {
+    let Some(rt) = setup("init-deadline-create") else {
+        return;
+    };
+    skip_if!(rt.is_runc(), "hull's own init deadline");
+    let mut b = Bundle::new();
+    // createContainer runs in init, during create: a hook that never returns hangs init.
+    b.hook(
+        "createContainer",
+        json!({"path": "/bin/sh", "args": ["sh", "-c", "sleep 600"]}),
+    );
+    b.write();
+    let id = rt.id();
+    let began = Instant::now();
+    let o = with_init_timeout(
+        &rt,
+        &["create", "--bundle", b.path().to_str().unwrap(), &id],
+    );
+    assert_ne!(o.code(), 0, "{o}");
+    o.assert_error_contains("within 2 s");
+    assert!(began.elapsed() < Duration::from_secs(20), "{o}");
+    assert!(rt.state(&id).code() != 0, "the id must not exist");
+    assert_no_leftovers(&rt, &b);
+}
+
+#[test]
+fn a_hung_start_gives_up_and_delete_force_still_works() {
+    let Some(rt) = setup("init-deadline-start") else {
+        return;
+    };
+    skip_if!(rt.is_runc(), "hull's own init deadline");
+    let mut b = Bundle::new();
+    b.args(&["true"]);
+    let id = rt.id();
+    rt.create(&id, &b).assert_ok();
+    // An init that never takes the start (stopped here; stuck in the kernel elsewhere).
+    let pid = rt.state_json(&id)["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let began = Instant::now();
+    let o = with_init_timeout(&rt, &["start", &id]);
+    assert_ne!(o.code(), 0, "{o}");
+    o.assert_error_contains("did not start the container process within 2 s");
+    assert!(began.elapsed() < Duration::from_secs(20), "{o}");
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}
