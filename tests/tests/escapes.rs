@@ -411,3 +411,98 @@ fn masked_paths_stay_masked_and_proc_sys_is_read_only_with_hull_spec_defaults() 
     );
     assert_no_leftovers(&rt, &b);
 }
+
+/// The rootfs for the CVE-2025-31133 tests: no tmpfs on `/dev` (the rootfs's own `/dev`
+/// is used, as an image may ask), `/proc/cmdline` masked, and a container process that
+/// prints how many bytes it can read there (0 when masked by the real `/dev/null`).
+fn dev_null_bundle() -> Bundle {
+    let mut b = Bundle::new();
+    b.without_mount("/dev");
+    b.set("/linux/maskedPaths", serde_json::json!(["/proc/cmdline"]));
+    b.args(&["sh", "-c", "echo bytes=$(cat /proc/cmdline | wc -c)"]);
+    std::fs::create_dir_all(b.rootfs().join("dev")).unwrap();
+    b
+}
+
+/// CVE-2025-31133: maskedPaths are masked by bind-mounting `/dev/null`. A rootfs whose
+/// `/dev/null` is a symlink to a procfs file (here `/proc/version`) must never get that
+/// file bound over a masked path: create fails, naming `/dev/null`.
+#[test]
+fn cve_2025_31133_a_dev_null_symlink_is_refused() {
+    let Some(rt) = setup("cve-2025-31133") else {
+        return;
+    };
+    hull_only!(rt, "hull's message names the check");
+    let b = dev_null_bundle();
+    std::os::unix::fs::symlink("/proc/version", b.rootfs().join("dev/null")).unwrap();
+    let o = rt.run_bundle(&b);
+    o.assert_fail().assert_error_contains("/dev/null");
+    assert!(!o.stdout.contains("bytes="), "{o}");
+    assert_no_leftovers(&rt, &b);
+}
+
+/// CVE-2025-31133, raced: a host process keeps exchanging the rootfs's real `/dev/null`
+/// node with a symlink to `/proc/version` (`renameat2(RENAME_EXCHANGE)`) while containers
+/// start. Each run either is refused or masks with the real node (reads 0 bytes); none may
+/// read `/proc/version` through the masked path.
+#[test]
+fn cve_2025_31133_a_racing_dev_null_swap_never_unmasks() {
+    let Some(rt) = setup("cve-2025-31133-race") else {
+        return;
+    };
+    let b = dev_null_bundle();
+    let dev = b.rootfs().join("dev");
+    nix::sys::stat::mknod(
+        &dev.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/proc/version", dev.join("null-link")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let stop = stop.clone();
+        let (a, l) = (
+            std::ffi::CString::new(dev.join("null").as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(dev.join("null-link").as_os_str().as_encoded_bytes()).unwrap(),
+        );
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: renameat2 with two NUL-terminated paths we own.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        l.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                if rc == 0 {
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let (mut masked, mut refused) = (0, 0);
+    for _ in 0..25 {
+        let id = rt.id();
+        let o = rt.run(&id, &b);
+        if o.ok() {
+            assert!(o.stdout.contains("bytes=0"), "masked path readable: {o}");
+            masked += 1;
+        } else {
+            refused += 1;
+        }
+        rt.delete_force(&id);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = racer.join().expect("racer");
+    assert!(swaps > 0, "the racer never swapped");
+    eprintln!("31133 race: {masked} runs masked, {refused} refused, {swaps} swaps");
+    assert_no_leftovers(&rt, &b);
+}
