@@ -18,6 +18,12 @@ pub struct Received {
     pub fds: Vec<OwnedFd>,
 }
 
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 impl ConsoleSocket {
     /// Listen on `dir/console.sock` (keep `dir` short: sun_path is 108 bytes).
     pub fn new(dir: &Path) -> ConsoleSocket {

@@ -100,3 +100,45 @@ fn console_socket_without_terminal_fails() {
     o.assert_fail().assert_error_contains("console");
     assert_no_leftovers(&rt, &b);
 }
+
+/// runc binds the container's pty over `/dev/console` (systemd and getty write there);
+/// an exec'd process does not re-bind it.
+#[test]
+fn dev_console_is_the_pty() {
+    let Some(rt) = setup("console-dev") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    b.terminal(true).args(&["sleep", "30"]);
+    b.sh(
+        "echo console=$(stat -L -c %t:%T /dev/console) stdin=$(stat -L -c %t:%T /proc/self/fd/0); \
+          echo mounts=$(grep -c ' /dev/console ' /proc/self/mountinfo); echo done; sleep 30",
+    );
+    let sock = ConsoleSocket::new(rt.scratch());
+    let id = rt.id();
+    rt.create_with(&id, &b, &["--console-socket", sock.path.to_str().unwrap()])
+        .assert_ok();
+    let msg = sock.receive(T);
+    rt.start(&id).assert_ok();
+    let out = read_until(&msg.fds[0], "done", T);
+    let field = |k: &str| {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let (console, stdin) = (field("console="), field("stdin="));
+    assert!(!console.is_empty() && console == stdin, "{out:?}");
+    assert_eq!(field("mounts="), "1", "{out:?}");
+    let o = rt.call(&[
+        "exec",
+        &id,
+        "grep",
+        "-c",
+        " /dev/console ",
+        "/proc/self/mountinfo",
+    ]);
+    assert_eq!(o.stdout.trim(), "1", "exec must not bind it again: {o}");
+    rt.delete_force(&id).assert_ok();
+    assert_no_leftovers(&rt, &b);
+}

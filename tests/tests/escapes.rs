@@ -506,3 +506,86 @@ fn cve_2025_31133_a_racing_dev_null_swap_never_unmasks() {
     eprintln!("31133 race: {masked} runs masked, {refused} refused, {swaps} swaps");
     assert_no_leftovers(&rt, &b);
 }
+
+/// CVE-2025-52565: the pty is bound over `/dev/console`; a host process keeps exchanging
+/// the rootfs's `/dev/console` (a plain file; no tmpfs on `/dev`) with a symlink to
+/// `/proc/sys/kernel/core_pattern` while containers start. Each run is refused or binds the
+/// pty on the file checked as `/dev/console`: never on what the symlink names.
+#[test]
+fn cve_2025_52565_a_racing_dev_console_symlink_never_redirects_the_bind() {
+    use hull_tests::console::{read_until, ConsoleSocket};
+    let Some(rt) = setup("cve-2025-52565") else {
+        return;
+    };
+    hull_only!(rt, "hull's own /dev/console checks");
+    let mut b = Bundle::new();
+    b.without_mount("/dev");
+    b.terminal(true);
+    b.sh("echo console=$(stat -L -c %F /dev/console) core=$(stat -L -c %F /proc/sys/kernel/core_pattern); echo done");
+    let dev = b.rootfs().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("console"), "").unwrap();
+    std::os::unix::fs::symlink("/proc/sys/kernel/core_pattern", dev.join("console-link")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let stop = stop.clone();
+        let (a, l) = (
+            std::ffi::CString::new(dev.join("console").as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(dev.join("console-link").as_os_str().as_encoded_bytes())
+                .unwrap(),
+        );
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: renameat2 with two NUL-terminated paths we own.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        l.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                if rc == 0 {
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let (mut bound, mut refused) = (0, 0);
+    for _ in 0..25 {
+        let sock = ConsoleSocket::new(rt.scratch());
+        let id = rt.id();
+        let o = rt.create_with(&id, &b, &["--console-socket", sock.path.to_str().unwrap()]);
+        if !o.ok() {
+            refused += 1;
+            rt.delete_force(&id);
+            continue;
+        }
+        let msg = sock.receive(T);
+        rt.start(&id).assert_ok();
+        let out = read_until(&msg.fds[0], "done", T);
+        // (What the name /dev/console shows later depends on the racer, which keeps going
+        // while the container runs: the bind stays on the file it was checked on.)
+        assert!(
+            out.contains("core=regular file") || out.contains("core=regular empty file"),
+            "the pty landed on core_pattern: {out:?}"
+        );
+        bound += 1;
+        rt.delete_force(&id);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = racer.join().expect("racer");
+    assert!(swaps > 0, "the racer never swapped");
+    eprintln!("52565 race: {bound} runs bound the pty, {refused} refused, {swaps} swaps");
+    assert!(
+        hull_tests::mountinfo()
+            .lines()
+            .all(|l| !l.contains("core_pattern")),
+        "something is mounted on the host's core_pattern"
+    );
+    assert_no_leftovers(&rt, &b);
+}

@@ -85,6 +85,13 @@ impl System for LiveSystem {
         setup_console(console_fd)
     }
 
+    fn mount_console(&mut self) -> Result<(), InitError> {
+        // SAFETY: fd 0 is the pty slave setup_console just made our stdin; borrowed only
+        // for the call.
+        let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+        Ok(terminal::mount_dev_console(stdin)?)
+    }
+
     fn finish_rootfs(&mut self, plan: &rootfs::RootfsPlan) -> Result<(), InitError> {
         Ok(rootfs::finish(plan)?)
     }

@@ -29,6 +29,12 @@ pub enum TerminalError {
     Send(#[source] nix::Error),
     #[error("console socket: receiving the pty master: {0}")]
     Recv(String),
+    #[error("/dev/console: {what}: {source}")]
+    DevConsole {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// The container side of a new pty, opened in the container's /dev/pts.
@@ -91,6 +97,95 @@ pub fn become_console(slave: &OwnedFd) -> Result<(), TerminalError> {
                 source: nix::Error::last(),
             });
         }
+    }
+    Ok(())
+}
+
+/// The first and last major numbers of Unix98 pty slaves (`/dev/pts/N`).
+const PTY_SLAVE_MAJORS: std::ops::RangeInclusive<u64> = 136..=143;
+
+/// runc's `/dev/console`: the pty slave `slave` bound over the container's `/dev/console`
+/// (an empty file is created when it is missing), after the pivot. Both ends are held and
+/// checked by descriptor, never re-resolved by path (CVE-2025-52565, a racing symlink
+/// redirecting the bind): the source must be a pty slave, the target a file or device
+/// reached in `/dev` without following a symlink, and after the mount `/dev/console` must
+/// be that pty. Without `/proc` (nothing to bind through) it is skipped.
+pub fn mount_dev_console(slave: BorrowedFd<'_>) -> Result<(), TerminalError> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{fstat, major, Mode, SFlag};
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| TerminalError::DevConsole { what, source }
+    };
+    let kind =
+        |st: &nix::sys::stat::FileStat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let pty = fstat(slave).map_err(err("stat the pty"))?;
+    if kind(&pty) != SFlag::S_IFCHR || !PTY_SLAVE_MAJORS.contains(&major(pty.st_rdev)) {
+        return Err(err("the console is not a pty slave")(nix::Error::EINVAL));
+    }
+    if !Path::new("/proc/self/fd").is_dir() {
+        tracing::warn!("no /proc in the container: /dev/console is not bound to the pty");
+        return Ok(());
+    }
+    let dev = nix::fcntl::open(
+        "/dev",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open /dev (a directory, not a symlink)"))?;
+    let open_target = || {
+        openat(
+            &dev,
+            "console",
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let target = match open_target() {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => {
+            let made = openat(
+                &dev,
+                "console",
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_WRONLY
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(err("create the mountpoint"))?;
+            drop(made);
+            open_target().map_err(err("open the new mountpoint"))?
+        }
+        Err(e) => return Err(err("open the mountpoint")(e)),
+    };
+    let st = fstat(&target).map_err(err("stat the mountpoint"))?;
+    if !matches!(kind(&st), SFlag::S_IFREG | SFlag::S_IFCHR) {
+        return Err(err("the mountpoint is not a file or a device")(
+            nix::Error::EINVAL,
+        ));
+    }
+    let fd_path = |fd: i32| format!("/proc/self/fd/{fd}");
+    nix::mount::mount(
+        Some(fd_path(slave.as_raw_fd()).as_str()),
+        fd_path(target.as_raw_fd()).as_str(),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(err("bind the pty"))?;
+    // What /dev/console is now: the pty, or the mount went somewhere else.
+    let now = openat(
+        &dev,
+        "console",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("reopen after mounting"))?;
+    let now = fstat(&now).map_err(err("stat after mounting"))?;
+    if kind(&now) != SFlag::S_IFCHR || now.st_rdev != pty.st_rdev {
+        return Err(err("after mounting it is not the pty")(nix::Error::EINVAL));
     }
     Ok(())
 }

@@ -139,6 +139,8 @@ pub trait System {
     fn enter_rootfs(&mut self, plan: &rootfs::RootfsPlan) -> Result<(), InitError>;
     fn write_sysctls(&mut self, spec: &Spec) -> Result<(), InitError>;
     fn setup_console(&mut self, console_fd: Option<i32>) -> Result<(), InitError>;
+    /// Init only: bind the console (stdin by now) over `/dev/console`.
+    fn mount_console(&mut self) -> Result<(), InitError>;
     /// Masked and read-only paths, the read-only root.
     fn finish_rootfs(&mut self, plan: &rootfs::RootfsPlan) -> Result<(), InitError>;
     /// chdir to `process.cwd` (created first when `create_missing`), refusing a directory
@@ -244,6 +246,7 @@ fn create(
     sys.write_sysctls(spec)?;
     if process.terminal().unwrap_or(false) {
         sys.setup_console(plan.console_fd)?;
+        sys.mount_console()?;
     }
     sys.finish_rootfs(&rootfs_plan)?;
 

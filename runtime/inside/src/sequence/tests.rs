@@ -113,6 +113,9 @@ impl System for Recording {
     fn setup_console(&mut self, fd: Option<i32>) -> Result<(), InitError> {
         self.rec(format!("setup_console {fd:?}"))
     }
+    fn mount_console(&mut self) -> Result<(), InitError> {
+        self.rec("mount_console")
+    }
     fn finish_rootfs(&mut self, _: &rootfs::RootfsPlan) -> Result<(), InitError> {
         self.rec("finish_rootfs")
     }
@@ -255,6 +258,7 @@ const CREATE_STEPS: &[&str] = &[
     "enter_rootfs",
     "write_sysctls",
     "setup_console Some(7)",
+    "mount_console",
     "finish_rootfs",
     "enter_cwd /work create=true",
     "container_env",
@@ -303,6 +307,7 @@ fn create_skips_the_optional_steps_when_the_plan_has_none() {
         "join_session_keyring c1",
         "run_hooks",
         "setup_console",
+        "mount_console",
         "activate_seccomp",
     ] {
         assert!(
