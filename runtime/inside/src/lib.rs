@@ -14,6 +14,7 @@ pub mod namespaces;
 pub mod network;
 pub mod passwd;
 pub mod process_setup;
+pub mod procfs;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sequence;

@@ -166,6 +166,9 @@ pub struct AttrDir {
     pub path: PathBuf,
     /// Check with `fstatfs` that each file opened is on a procfs before writing it.
     pub require_procfs: bool,
+    /// Open the files in a private procfs instance instead of under `path` (see
+    /// [`crate::procfs`]): what init does for its own `/proc/self/attr`.
+    pub private_procfs: bool,
 }
 
 impl AttrDir {
@@ -174,6 +177,7 @@ impl AttrDir {
         AttrDir {
             path: PathBuf::from(PROC_SELF_ATTR),
             require_procfs: true,
+            private_procfs: true,
         }
     }
 
@@ -186,11 +190,17 @@ impl AttrDir {
             path: path.clone(),
             source,
         };
-        let mut f = match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        let opened = if self.private_procfs {
+            crate::procfs::PrivateProc::new()
+                .and_then(|p| p.open_write(&format!("self/attr/{name}")))
+                .map_err(std::io::Error::from)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let mut f = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return WriteResult::Missing,
             Err(e) => return WriteResult::Err(err(e)),
@@ -308,6 +318,7 @@ mod tests {
         let dir = AttrDir {
             path: t.path().to_path_buf(),
             require_procfs: false,
+            private_procfs: false,
         };
         (t, dir)
     }
@@ -371,6 +382,7 @@ mod tests {
         let dir = AttrDir {
             path: PathBuf::from("/nonexistent-hull-attr"),
             require_procfs: false,
+            private_procfs: false,
         };
         let e = apply_exec_labels(&dir, &process(SE)).expect_err("no such dir");
         let msg = e.to_string();

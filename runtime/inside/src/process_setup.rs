@@ -249,7 +249,7 @@ pub fn set_rlimit(index: usize, rl: &PosixRlimit) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // oomScoreAdj
 
-/// `process.oomScoreAdj`: written to `/proc/self/oom_score_adj`.
+/// `process.oomScoreAdj`: written to `/proc/self/oom_score_adj` (of a private procfs).
 pub fn set_oom_score_adj(adj: i32) -> Result<()> {
     let field = format!("process.oomScoreAdj {adj}");
     if !(-1000..=1000).contains(&adj) {
@@ -258,13 +258,19 @@ pub fn set_oom_score_adj(adj: i32) -> Result<()> {
             "must be between -1000 and 1000",
         ));
     }
-    fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
-        let errno = io_errno(&e);
-        let hint = matches!(errno, Errno::EACCES | Errno::EPERM).then(|| {
-            "lowering oom_score_adj below its current minimum needs CAP_SYS_RESOURCE".to_string()
-        });
-        ProcessSetupError::syscall(field, "write /proc/self/oom_score_adj", errno).with_hint(hint)
-    })
+    // Through a procfs of init's own: never redirected by a mount (CVE-2025-52881).
+    crate::procfs::PrivateProc::new()
+        .map_err(std::io::Error::from)
+        .and_then(|p| p.write("self/oom_score_adj", adj.to_string().as_bytes()))
+        .map_err(|e| {
+            let errno = io_errno(&e);
+            let hint = matches!(errno, Errno::EACCES | Errno::EPERM).then(|| {
+                "lowering oom_score_adj below its current minimum needs CAP_SYS_RESOURCE"
+                    .to_string()
+            });
+            ProcessSetupError::syscall(field, "write /proc/self/oom_score_adj", errno)
+                .with_hint(hint)
+        })
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {

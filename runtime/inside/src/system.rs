@@ -268,22 +268,28 @@ fn set_host_and_domain_name(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
-/// `linux.sysctl`, written through the container's own (verified) /proc/sys.
+/// `linux.sysctl`, written through a private procfs (CVE-2025-52881).
 fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
     let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
         return Ok(());
     };
     let mut keys: Vec<&String> = sysctl.keys().collect();
     keys.sort();
+    // Every write through a procfs of init's own (see `procfs`), made on the first one.
+    let mut proc: Option<crate::procfs::PrivateProc> = None;
     for key in keys {
         if key.contains('/') || key.split('.').any(|p| p.is_empty() || p == "..") {
             return Err(InitError::Invalid(format!(
                 "linux.sysctl: invalid key {key:?}"
             )));
         }
-        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, sysctl[key].as_bytes())
-            .map_err(io(format!("linux.sysctl {key:?} (writing {path:?})")))?;
+        let rel = format!("sys/{}", key.replace('.', "/"));
+        let proc = proc.get_or_insert(
+            crate::procfs::PrivateProc::new()
+                .map_err(sys("linux.sysctl: a private procfs to write through"))?,
+        );
+        proc.write(&rel, sysctl[key].as_bytes())
+            .map_err(io(format!("linux.sysctl {key:?} (writing /proc/{rel})")))?;
     }
     Ok(())
 }

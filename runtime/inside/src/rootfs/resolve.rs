@@ -33,7 +33,7 @@ struct OpenHow {
 }
 
 /// `openat2(2)` (raw syscall) resolving `path` with `dirfd` as the root.
-fn sys_openat2(
+pub(crate) fn sys_openat2(
     dirfd: BorrowedFd<'_>,
     path: &CStr,
     flags: u64,
