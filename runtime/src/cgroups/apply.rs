@@ -550,6 +550,18 @@ fn write_all(
                 target.write(&rule.v1_line())?;
             }
         }
+        DevicePlan::Bpf { rules, required } => {
+            let Some(dir) = t.dirs.get(UNIFIED_KEY) else {
+                return Err(t.unsupported("linux.resources.devices", "no cgroup2 directory".into()));
+            };
+            if let Err(e) = super::bpf_devices::apply(dir, rules) {
+                let why = format!("loading the eBPF device filter: {e}");
+                if *required {
+                    return Err(t.unsupported("linux.resources.devices", why));
+                }
+                tracing::warn!(cgroup = t.path, "device access is not restricted: {why}");
+            }
+        }
         DevicePlan::Unenforced(why) => {
             tracing::warn!(cgroup = t.path, "device access is not restricted: {why}");
         }

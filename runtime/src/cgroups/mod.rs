@@ -10,6 +10,7 @@
 //! `delete --force` can remove it from the saved state alone.
 
 mod apply;
+mod bpf_devices;
 mod devices;
 mod error;
 mod freeze;

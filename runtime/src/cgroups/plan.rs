@@ -63,6 +63,10 @@ pub(crate) enum Purpose {
 pub(crate) enum DevicePlan {
     /// Write this v1 program (deny all, user rules, default allowlist).
     V1(Vec<Rule>),
+    /// cgroup v2: attach an eBPF device program for this rule list (same order as V1).
+    /// `required`: the config asked for rules, so a host that cannot load the program
+    /// fails instead of running the container unconfined.
+    Bpf { rules: Vec<Rule>, required: bool },
     /// Nothing can enforce the rules (no v1 devices controller, or cgroup v2 without eBPF);
     /// only reached when every rule is a deny or within the default allowlist.
     Unenforced(&'static str),
@@ -317,11 +321,19 @@ pub(crate) fn check(
     }
 
     let devices = match purpose {
+        // cgroup v2: new rules replace the device program (in one step where the kernel
+        // can). v1: the rules written at create stay (an update cannot take back a
+        // v1 allow without resetting the list, which would briefly deny everything).
+        Purpose::Update
+            if env.mode == Mode::V2 && res.devices().as_ref().is_some_and(|d| !d.is_empty()) =>
+        {
+            device_plan(path, res, env)?
+        }
         Purpose::Update => {
             if res.devices().as_ref().is_some_and(|d| !d.is_empty()) {
                 tracing::warn!(
                     cgroup = path,
-                    "device rules are not changed by update (as runc)"
+                    "device rules are not changed by update on a v1 devices hierarchy"
                 );
             }
             DevicePlan::Keep
@@ -432,17 +444,16 @@ fn device_plan(path: &str, res: &LinuxResources, env: &Env) -> Result<DevicePlan
     if env.mode != Mode::V2 && env.v1.contains("devices") {
         return Ok(DevicePlan::V1(devices::v1_program(&user)));
     }
-    let (why, hint) = if env.mode == Mode::V2 {
-        (
-            "device access on cgroup v2 needs an eBPF device filter",
-            "which hull does not implement yet",
-        )
-    } else {
-        (
-            "no v1 devices controller is mounted",
-            "so no rule can be enforced",
-        )
-    };
+    if env.mode == Mode::V2 {
+        return Ok(DevicePlan::Bpf {
+            required: !user.is_empty(),
+            rules: devices::v1_program(&user),
+        });
+    }
+    let (why, hint) = (
+        "no v1 devices controller is mounted",
+        "so no rule can be enforced",
+    );
     if let Some((i, r)) = devices::first_v2_unenforceable(&user) {
         return Err(unsupported(
             path,

@@ -341,7 +341,7 @@ fn plan_v2_rejections() {
 }
 
 #[test]
-fn plan_v2_devices_default_rules_accepted_others_rejected() {
+fn plan_v2_devices_become_an_ebpf_program() {
     // runc/containerd's usual list: deny all, then defaults.
     let defaults = with_devices(vec![
         dev(false, LinuxDeviceType::A, None, None, "rwm"),
@@ -350,7 +350,18 @@ fn plan_v2_devices_default_rules_accepted_others_rejected() {
         dev(true, LinuxDeviceType::C, None, None, "m"),
     ]);
     let p = plan::check("/t", &defaults, &v2_env(), Purpose::Create).unwrap();
-    assert!(matches!(p.devices, DevicePlan::Unenforced(_)));
+    assert!(matches!(p.devices, DevicePlan::Bpf { required: true, .. }));
+    // No rules in the config: the default program all the same (CAP_MKNOD must not open
+    // disks), but a host that cannot load it only warns.
+    let none = with_devices(vec![]);
+    let p = plan::check("/t", &none, &v2_env(), Purpose::Create).unwrap();
+    assert!(matches!(
+        p.devices,
+        DevicePlan::Bpf {
+            required: false,
+            ..
+        }
+    ));
 
     let fuse = with_devices(vec![dev(
         true,
@@ -359,14 +370,16 @@ fn plan_v2_devices_default_rules_accepted_others_rejected() {
         Some(229),
         "rwm",
     )]);
-    let err = plan::check("/t", &fuse, &v2_env(), Purpose::Create)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("linux.resources.devices[0]"), "{err}");
-    assert!(
-        err.contains("c 10:229 rwm") && err.contains("eBPF"),
-        "{err}"
-    );
+    match plan::check("/t", &fuse, &v2_env(), Purpose::Create)
+        .unwrap()
+        .devices
+    {
+        DevicePlan::Bpf { rules, required } => {
+            assert!(required);
+            assert_eq!(rules[1].v1_line(), "c 10:229 rwm");
+        }
+        other => panic!("{other:?}"),
+    }
 
     // On v1 the same rule is fine and lands after "deny all", before the defaults.
     match plan::check("/t", &fuse, &hybrid_env(), Purpose::Create)
@@ -381,8 +394,12 @@ fn plan_v2_devices_default_rules_accepted_others_rejected() {
         }
         other => panic!("{other:?}"),
     }
-    // Update leaves devices alone.
+    // Update: v2 replaces the program; v1 keeps what create wrote; no rules, no change.
     let p = plan::check("/t", &fuse, &v2_env(), Purpose::Update).unwrap();
+    assert!(matches!(p.devices, DevicePlan::Bpf { .. }));
+    let p = plan::check("/t", &fuse, &hybrid_env(), Purpose::Update).unwrap();
+    assert_eq!(p.devices, DevicePlan::Keep);
+    let p = plan::check("/t", &none, &v2_env(), Purpose::Update).unwrap();
     assert_eq!(p.devices, DevicePlan::Keep);
 }
 
