@@ -239,12 +239,15 @@ pub fn process_spec(
 }
 
 /// The container's init is the VMM: it opens `/dev/kvm` (char 10:232) and nothing else of
-/// the host's devices (the workload runs in the guest with the guest's own). Where a v1
-/// devices controller enforces the config's rules, that one device is allowed after them
-/// (a later rule wins). On cgroup v2 hull enforces no device rules yet (no eBPF filter;
-/// the cgroup plan refuses rules beyond the defaults), so nothing is added there.
+/// the host's devices (the workload runs in the guest with the guest's own). Where device
+/// rules are enforced (a v1 devices hierarchy, or cgroup v2's eBPF program) that one device
+/// is allowed after the config's rules (a later rule wins). A hybrid host without a v1
+/// devices hierarchy enforces none, and refuses allow rules beyond the defaults: nothing is
+/// added there.
 pub fn allow_kvm_device(resources: &mut Option<oci_spec::runtime::LinuxResources>) {
-    if !Path::new("/sys/fs/cgroup/devices/devices.allow").exists() {
+    let v1 = Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
+    let v2_only = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !v1 && !v2_only {
         return;
     }
     let mut kvm = oci_spec::runtime::LinuxDeviceCgroup::default();
