@@ -82,6 +82,131 @@ fn mount(
     Ok(())
 }
 
+/// Marks the tmpfs root [`leave_initramfs`] made, so the re-executed agent goes on booting.
+const MOVED_MARKER: &str = "/.hull-agent-moved";
+
+/// The kernel refuses `pivot_root` away from the initramfs (the rootfs mount), so a
+/// container in the guest could only be entered with `MS_MOVE` + `chroot`. PID 1 therefore
+/// moves itself first, as `switch_root` does: the initramfs contents are copied to a tmpfs,
+/// deleted from the initramfs (freeing its memory), the tmpfs is moved over `/`, and
+/// `/init` is executed again there. Returns once running from the tmpfs.
+pub fn leave_initramfs() -> Result<(), GuestError> {
+    if Path::new(MOVED_MARKER).exists() {
+        return Ok(());
+    }
+    let file_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| GuestError::File { path, source }
+    };
+    let new = Path::new("/newroot");
+    mount("tmpfs", "/newroot", "tmpfs", libc::MS_NOSUID, "mode=0755")?;
+    let root_dev = std::fs::symlink_metadata("/").map_err(file_err(Path::new("/")))?;
+    for entry in std::fs::read_dir("/").map_err(file_err(Path::new("/")))? {
+        let entry = entry.map_err(file_err(Path::new("/")))?;
+        let path = entry.path();
+        if path == new {
+            continue;
+        }
+        copy_tree(&path, &new.join(entry.file_name()), &root_dev)?;
+    }
+    std::fs::write(new.join(MOVED_MARKER.trim_start_matches('/')), b"")
+        .map_err(file_err(Path::new(MOVED_MARKER)))?;
+    for entry in std::fs::read_dir("/")
+        .map_err(file_err(Path::new("/")))?
+        .flatten()
+    {
+        let path = entry.path();
+        if path != new {
+            remove_tree(&path, &root_dev);
+        }
+    }
+    let (dot, slash) = (c("."), c("/"));
+    // SAFETY: chdir/mount/chroot with NUL-terminated literals that outlive the calls.
+    unsafe {
+        if libc::chdir(c("/newroot").as_ptr()) != 0
+            || libc::mount(
+                dot.as_ptr(),
+                slash.as_ptr(),
+                std::ptr::null(),
+                libc::MS_MOVE,
+                std::ptr::null(),
+            ) != 0
+            || libc::chroot(dot.as_ptr()) != 0
+            || libc::chdir(slash.as_ptr()) != 0
+        {
+            return Err(GuestError::Mount {
+                what: "the tmpfs root".into(),
+                target: "/".into(),
+                source: io::Error::last_os_error(),
+            });
+        }
+    }
+    let init = c("/init");
+    let argv = [init.as_ptr(), std::ptr::null()];
+    // SAFETY: a NUL-terminated path and a NULL-terminated argv of it; execv only returns
+    // on failure.
+    unsafe { libc::execv(init.as_ptr(), argv.as_ptr()) };
+    Err(GuestError::File {
+        path: "/init".into(),
+        source: io::Error::last_os_error(),
+    })
+}
+
+/// Copies `src` (file, directory or symlink, on the initramfs only) to `dst`, modes kept.
+fn copy_tree(src: &Path, dst: &Path, root: &std::fs::Metadata) -> Result<(), GuestError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let err = |source| GuestError::File {
+        path: src.display().to_string(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(src).map_err(err)?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(src).map_err(err)?;
+        return std::os::unix::fs::symlink(target, dst).map_err(err);
+    }
+    if ft.is_dir() {
+        std::fs::create_dir_all(dst).map_err(err)?;
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(err)?;
+        // A mount (the kernel's devtmpfs on /dev) is not the initramfs: only its directory.
+        if meta.dev() != root.dev() {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(src).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()), root)?;
+        }
+        return Ok(());
+    }
+    if ft.is_file() {
+        std::fs::copy(src, dst).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Deletes `path` from the initramfs (not descending into mounts); errors are ignored:
+/// what stays only costs memory.
+fn remove_tree(path: &Path, root: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        if meta.dev() != root.dev() {
+            return;
+        }
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                remove_tree(&e.path(), root);
+            }
+        }
+        let _ = std::fs::remove_dir(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Mount the pseudo filesystems every process expects.
 pub fn mount_basics() -> Result<(), GuestError> {
     let plain = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;

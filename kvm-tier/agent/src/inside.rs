@@ -109,8 +109,8 @@ impl InsideLauncher {
                     rootfs: PathBuf::from(ROOT_DIR),
                     bundle: PathBuf::from("/"),
                     fifo: PathBuf::new(),
-                    // pivot_root cannot leave the initramfs (the root of the mount tree).
-                    no_pivot: true,
+                    // The agent left the initramfs at boot: pivot_root works.
+                    no_pivot: false,
                     no_new_keyring: false,
                     console_fd: None,
                     preserve_fds: 0,

@@ -61,6 +61,12 @@ fn main() -> ExitCode {
 }
 
 fn pid1() -> ExitCode {
+    // Off the initramfs first (the container's root can then be entered with pivot_root);
+    // this re-executes the agent, and returns in the new one.
+    if let Err(e) = guest::leave_initramfs() {
+        eprintln!("hull-agent: leaving the initramfs: {e}");
+        guest::power_off();
+    }
     // /proc is not mounted yet; mount first, then read the command line.
     let mounted = guest::mount_basics();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
