@@ -132,3 +132,46 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A thread that keeps exchanging two paths (`renameat2(RENAME_EXCHANGE)`, atomic: the
+/// technique of the mount-race exploits) until [`SwapRacer::stop`].
+pub struct SwapRacer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl SwapRacer {
+    pub fn start(a: &Path, b: &Path) -> SwapRacer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+        let (a, b) = (c(a), c(b));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: renameat2 with two NUL-terminated paths we own.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                if rc == 0 {
+                    swaps += 1;
+                }
+            }
+            swaps
+        });
+        SwapRacer { stop, thread }
+    }
+
+    /// Stops the thread; how many exchanges it made.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("racer thread")
+    }
+}

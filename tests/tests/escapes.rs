@@ -229,34 +229,7 @@ fn cve_2021_30465_racing_symlink_swap_never_mounts_on_the_host() {
         b.mount(&format!("/mnt/t/d{i}"), "tmpfs", "tmpfs", &["size=64k"]);
     }
     b.args(&["true"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let racer = {
-        let stop = stop.clone();
-        let (a, l) = (
-            std::ffi::CString::new(mnt.join("t").as_os_str().as_encoded_bytes()).unwrap(),
-            std::ffi::CString::new(mnt.join("link").as_os_str().as_encoded_bytes()).unwrap(),
-        );
-        std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: renameat2 with two NUL-terminated paths we own.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_renameat2,
-                        libc::AT_FDCWD,
-                        a.as_ptr(),
-                        libc::AT_FDCWD,
-                        l.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                if rc == 0 {
-                    swaps += 1;
-                }
-            }
-            swaps
-        })
-    };
+    let racer = hull_tests::util::SwapRacer::start(&mnt.join("t"), &mnt.join("link"));
     let (mut ok, mut failed) = (0, 0);
     for _ in 0..25 {
         let id = rt.id();
@@ -268,8 +241,7 @@ fn cve_2021_30465_racing_symlink_swap_never_mounts_on_the_host() {
         }
         rt.delete_force(&id);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let swaps = racer.join().expect("racer");
+    let swaps = racer.stop();
     assert!(swaps > 0, "the racer never swapped");
     eprintln!("30465 race: {ok} runs succeeded, {failed} refused, {swaps} swaps");
     assert_eq!(host_mounts(), before, "the host's mount table changed");
@@ -460,34 +432,7 @@ fn cve_2025_31133_a_racing_dev_null_swap_never_unmasks() {
     )
     .unwrap();
     std::os::unix::fs::symlink("/proc/version", dev.join("null-link")).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let racer = {
-        let stop = stop.clone();
-        let (a, l) = (
-            std::ffi::CString::new(dev.join("null").as_os_str().as_encoded_bytes()).unwrap(),
-            std::ffi::CString::new(dev.join("null-link").as_os_str().as_encoded_bytes()).unwrap(),
-        );
-        std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: renameat2 with two NUL-terminated paths we own.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_renameat2,
-                        libc::AT_FDCWD,
-                        a.as_ptr(),
-                        libc::AT_FDCWD,
-                        l.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                if rc == 0 {
-                    swaps += 1;
-                }
-            }
-            swaps
-        })
-    };
+    let racer = hull_tests::util::SwapRacer::start(&dev.join("null"), &dev.join("null-link"));
     let (mut masked, mut refused) = (0, 0);
     for _ in 0..25 {
         let id = rt.id();
@@ -500,8 +445,7 @@ fn cve_2025_31133_a_racing_dev_null_swap_never_unmasks() {
         }
         rt.delete_force(&id);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let swaps = racer.join().expect("racer");
+    let swaps = racer.stop();
     assert!(swaps > 0, "the racer never swapped");
     eprintln!("31133 race: {masked} runs masked, {refused} refused, {swaps} swaps");
     assert_no_leftovers(&rt, &b);
@@ -526,35 +470,7 @@ fn cve_2025_52565_a_racing_dev_console_symlink_never_redirects_the_bind() {
     std::fs::create_dir_all(&dev).unwrap();
     std::fs::write(dev.join("console"), "").unwrap();
     std::os::unix::fs::symlink("/proc/sys/kernel/core_pattern", dev.join("console-link")).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let racer = {
-        let stop = stop.clone();
-        let (a, l) = (
-            std::ffi::CString::new(dev.join("console").as_os_str().as_encoded_bytes()).unwrap(),
-            std::ffi::CString::new(dev.join("console-link").as_os_str().as_encoded_bytes())
-                .unwrap(),
-        );
-        std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: renameat2 with two NUL-terminated paths we own.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_renameat2,
-                        libc::AT_FDCWD,
-                        a.as_ptr(),
-                        libc::AT_FDCWD,
-                        l.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                if rc == 0 {
-                    swaps += 1;
-                }
-            }
-            swaps
-        })
-    };
+    let racer = hull_tests::util::SwapRacer::start(&dev.join("console"), &dev.join("console-link"));
     let (mut bound, mut refused) = (0, 0);
     for _ in 0..25 {
         let sock = ConsoleSocket::new(rt.scratch());
@@ -577,8 +493,7 @@ fn cve_2025_52565_a_racing_dev_console_symlink_never_redirects_the_bind() {
         bound += 1;
         rt.delete_force(&id);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let swaps = racer.join().expect("racer");
+    let swaps = racer.stop();
     assert!(swaps > 0, "the racer never swapped");
     eprintln!("52565 race: {bound} runs bound the pty, {refused} refused, {swaps} swaps");
     assert!(
