@@ -197,6 +197,33 @@ leftovers dvm-
 tail -n 20 $D/log | sed 's/^/dockerd: /'
 "#;
 
+/// podman with hull as its runtime and the annotation on the command line; podman's own
+/// bind mounts (/etc/hosts, /etc/resolv.conf, /etc/hostname, /run/.containerenv) included.
+const STEP_PODMAN: &str = r#"
+[ -x $NEST/nested/bin/podman ] || { echo "podman-skip"; exit 0; }
+P=/run/hull-podman; mkdir -p $P/root $P/runroot $P/tmp $P/net /etc/containers /dev/shm /var/tmp
+# podman and conmon do not pass hull's environment on: the image and virtiofsd go where
+# an installation has them (`hull vm-image build`, kvm-tier/tools/install-virtiofsd).
+mkdir -p /var/lib/hull /var/cache/hull/virtiofsd/bin
+ln -sfn $NEST/nested/vm-image /var/lib/hull/vm-image
+ln -sf $NEST/nested/bin/virtiofsd /var/cache/hull/virtiofsd/bin/virtiofsd
+# podman's locks are POSIX shared memory.
+grep -q ' /dev/shm ' /proc/mounts || mount -t tmpfs shm /dev/shm
+printf '[storage]\ndriver = "vfs"\ngraphroot = "%s/root"\nrunroot = "%s/runroot"\n' $P $P > $P/storage.conf
+printf '[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\nconmon_path = ["%s"]\n[containers]\nlog_driver = "k8s-file"\n' $(command -v conmon) > $P/containers.conf
+echo '{"default": [{"type": "insecureAcceptAnything"}]}' > /etc/containers/policy.json
+export CONTAINERS_CONF=$P/containers.conf CONTAINERS_STORAGE_CONF=$P/storage.conf
+PM="podman --root $P/root --runroot $P/runroot --tmpdir $P/tmp --network-config-dir $P/net --storage-driver vfs --events-backend file --cgroup-manager cgroupfs --runtime $(command -v hull)"
+$PM load -i $NEST/nested/containerd/busybox.tar > load.out 2>&1; echo "podman-load $?"; tail -n 3 load.out | sed 's/^/load: /'
+img=$($PM images -q | head -n 1)
+echo "host-boot-id $(cat /proc/sys/kernel/random/boot_id)"
+$PM run --rm --network none --annotation io.hull.isolation=vm $img \
+  sh -c 'echo guest-boot-id $(cat /proc/sys/kernel/random/boot_id); echo hosts $(grep -c . /etc/hosts); exit 4' > podman.out 2>&1
+echo "podman-exit $?"; sed 's/^/podman: /' podman.out
+$PM ps -a -q | sed 's/^/left: podman container /'
+leftovers pvm-
+"#;
+
 /// The bundle templates: `config.json` of each, the process as the scenario needs it.
 fn bundles() -> Vec<(&'static str, Bundle)> {
     let vm = |sh: &str| {
@@ -282,8 +309,12 @@ fn build_plan() -> Result<Plan, Skip> {
             if let Err(Skip(why)) = vm_containers::add_docker(&mut plan, dir) {
                 let _ = DOCKER_SKIP.set(why);
             }
+            if let Err(Skip(why)) = vm_containers::add_podman(&mut plan) {
+                let _ = PODMAN_SKIP.set(why);
+            }
         }
         Err(Skip(why)) => {
+            let _ = PODMAN_SKIP.set(why.clone());
             let _ = DOCKER_SKIP.set(why.clone());
             let _ = CONTAINERD_SKIP.set(why);
         }
@@ -296,6 +327,7 @@ fn build_plan() -> Result<Plan, Skip> {
             (0, "errors", 30, STEP_ERRORS),
             (0, "binds", 90, STEP_BINDS),
             (1, "docker", 240, STEP_DOCKER),
+            (0, "podman", 180, STEP_PODMAN),
             (1, "exec", 300, STEP_EXEC),
             (1, "faults", 240, STEP_FAULTS),
             (
@@ -313,6 +345,8 @@ fn build_plan() -> Result<Plan, Skip> {
 static CONTAINERD_SKIP: OnceLock<String> = OnceLock::new();
 /// Why the nested host has no Docker, if it has none.
 static DOCKER_SKIP: OnceLock<String> = OnceLock::new();
+/// Why the nested host has no podman, if it has none.
+static PODMAN_SKIP: OnceLock<String> = OnceLock::new();
 
 /// The one run all tests share.
 fn report() -> Option<&'static Report> {
@@ -594,4 +628,30 @@ fn docker_runs_a_vm_container_with_its_own_bind_mounts() {
     );
     assert_eq!(value(out, "docker-rm"), Some("0"), "{out}");
     no_leftovers(out, "docker");
+}
+
+#[test]
+fn podman_runs_a_vm_container() {
+    let Some(r) = report() else { return };
+    let out = &r.step("podman").output;
+    if out.lines().any(|l| l.trim() == "podman-skip") {
+        let why = PODMAN_SKIP.get().map_or("podman missing", |s| s.as_str());
+        eprintln!("skipped: podman with VM containers: {why}");
+        return;
+    }
+    assert_eq!(value(out, "podman-load"), Some("0"), "{out}");
+    assert_eq!(value(out, "podman-exit"), Some("4"), "{out}");
+    let said = lines(out, "podman:");
+    let host = value(out, "host-boot-id").unwrap_or_default();
+    let guest = said
+        .iter()
+        .find_map(|l| l.strip_prefix("guest-boot-id "))
+        .unwrap_or_default();
+    assert!(!guest.is_empty() && guest != host, "{out}");
+    assert!(
+        said.iter()
+            .any(|l| l.strip_prefix("hosts ").is_some_and(|n| n != "0")),
+        "podman's /etc/hosts bind\n{out}"
+    );
+    no_leftovers(out, "podman");
 }

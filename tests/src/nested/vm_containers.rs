@@ -197,3 +197,23 @@ pub fn add_docker(plan: &mut Plan, dir: &Path) -> Result<(), Skip> {
     plan.payload.file("nested/docker/busybox.tar", &tar, 0o644);
     Ok(())
 }
+
+/// Adds podman and conmon (Debian's podman) for a step that runs VM containers through
+/// podman (`--runtime hull`, `--annotation io.hull.isolation=vm`); the image is
+/// [`add_containerd`]'s OCI archive. Skip when the package is missing.
+pub fn add_podman(plan: &mut Plan) -> Result<(), Skip> {
+    let (podman, conmon) = (Path::new("/usr/bin/podman"), Path::new("/usr/bin/conmon"));
+    for b in [podman, conmon] {
+        if !b.is_file() {
+            return Err(Skip(format!(
+                "{} missing: install Debian's podman (dev/install-deps)",
+                b.display()
+            )));
+        }
+    }
+    plan.payload
+        .binary("nested/bin/podman", podman)
+        .and_then(|p| p.binary("nested/bin/conmon", conmon))
+        .map_err(|e| Skip(e.to_string()))?;
+    Ok(())
+}
