@@ -191,7 +191,7 @@ impl AttrDir {
             source,
         };
         let opened = if self.private_procfs {
-            crate::procfs::PrivateProc::new()
+            crate::procfs::PrivateProc::shared()
                 .and_then(|p| p.open_write(&format!("self/attr/{name}")))
                 .map_err(std::io::Error::from)
         } else {

@@ -259,7 +259,7 @@ pub fn set_oom_score_adj(adj: i32) -> Result<()> {
         ));
     }
     // Through a procfs of init's own: never redirected by a mount (CVE-2025-52881).
-    crate::procfs::PrivateProc::new()
+    crate::procfs::PrivateProc::shared()
         .map_err(std::io::Error::from)
         .and_then(|p| p.write("self/oom_score_adj", adj.to_string().as_bytes()))
         .map_err(|e| {

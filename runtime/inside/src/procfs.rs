@@ -34,6 +34,18 @@ pub struct PrivateProc {
 }
 
 impl PrivateProc {
+    /// The process's one instance, made on first use (init writes up to three kinds of
+    /// files; one `fsopen`/`fsmount` serves them all). Made after the pivot: the procfs of
+    /// the container's pid namespace. Closed by the `execve` of the container process.
+    pub fn shared() -> Result<&'static PrivateProc, Errno> {
+        static SHARED: std::sync::OnceLock<PrivateProc> = std::sync::OnceLock::new();
+        if let Some(p) = SHARED.get() {
+            return Ok(p);
+        }
+        let made = PrivateProc::new()?;
+        Ok(SHARED.get_or_init(|| made))
+    }
+
     /// A new detached procfs of the caller's pid namespace, or the checked `/proc`.
     pub fn new() -> Result<Self, Errno> {
         match fresh_procfs() {

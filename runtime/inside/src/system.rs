@@ -275,8 +275,7 @@ fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
     };
     let mut keys: Vec<&String> = sysctl.keys().collect();
     keys.sort();
-    // Every write through a procfs of init's own (see `procfs`), made on the first one.
-    let mut proc: Option<crate::procfs::PrivateProc> = None;
+
     for key in keys {
         if key.contains('/') || key.split('.').any(|p| p.is_empty() || p == "..") {
             return Err(InitError::Invalid(format!(
@@ -284,10 +283,9 @@ fn write_sysctls(spec: &Spec) -> Result<(), InitError> {
             )));
         }
         let rel = format!("sys/{}", key.replace('.', "/"));
-        let proc = proc.get_or_insert(
-            crate::procfs::PrivateProc::new()
-                .map_err(sys("linux.sysctl: a private procfs to write through"))?,
-        );
+        // Through a procfs of init's own (see `procfs`).
+        let proc = crate::procfs::PrivateProc::shared()
+            .map_err(sys("linux.sysctl: a private procfs to write through"))?;
         proc.write(&rel, sysctl[key].as_bytes())
             .map_err(io(format!("linux.sysctl {key:?} (writing /proc/{rel})")))?;
     }
