@@ -218,9 +218,12 @@ mod tests {
     fn decode_reads_what_send_writes_and_what_recv_refuses() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         send(&mut a, &FromInit::Error("boom".into())).unwrap();
-        send(&mut a, &ToInit::HooksDone {
-            state_json: "{}".into(),
-        })
+        send(
+            &mut a,
+            &ToInit::HooksDone {
+                state_json: "{}".into(),
+            },
+        )
         .unwrap();
         drop(a);
         let mut wire = Vec::new();
@@ -234,7 +237,10 @@ mod tests {
             ToInit::HooksDone { state_json } => assert_eq!(state_json, "{}"),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(decode::<FromInit>(&mut rest), Err(SyncError::Closed)));
+        assert!(matches!(
+            decode::<FromInit>(&mut rest),
+            Err(SyncError::Closed)
+        ));
         let big = (MAX_FRAME + 1).to_le_bytes();
         assert!(matches!(
             decode::<FromInit>(&mut &big[..]),
