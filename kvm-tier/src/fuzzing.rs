@@ -14,7 +14,7 @@
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::devices::virtio::vsock::packet::{read_tx, rx_capacity, write_rx, Packet};
+use crate::devices::virtio::vsock::packet::{read_tx, rx_capacity, write_rx};
 use crate::memory::GuestMemoryMmap;
 
 /// Size of each of the two guest memory regions.
@@ -55,7 +55,7 @@ pub fn vsock_queue(data: &[u8]) {
             break;
         };
         let head = chain.head_index();
-        let pkt = read_tx(chain.clone(), &mem).unwrap_or_else(|_| Packet::default());
+        let pkt = read_tx(chain.clone(), &mem).unwrap_or_default();
         let mut len = 0;
         if let Ok(cap) = rx_capacity(&chain, &mem) {
             let mut reply = pkt;
