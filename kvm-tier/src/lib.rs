@@ -17,6 +17,9 @@ pub mod cpuid;
 pub mod device_manager;
 pub mod devices;
 pub mod exit;
+/// For the fuzz targets in `kvm-tier/fuzz/` and their corpus replay test only.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guest_image;
 pub mod initramfs;
 pub mod launch;

@@ -11,6 +11,9 @@ pub mod checkpoint;
 pub mod container;
 pub mod events;
 pub mod exec;
+/// For the fuzz targets in `runtime/fuzz/` and their corpus replay test only.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod init_deadline;
 pub mod process;
 pub mod sealed_exe;

@@ -144,8 +144,20 @@ fn write_frame(sock: &mut UnixStream, mut frame: &[u8]) -> Result<(), SyncError>
 }
 
 pub fn recv<T: for<'de> Deserialize<'de>>(sock: &mut UnixStream) -> Result<T, SyncError> {
+    read_frame(sock)
+}
+
+/// Decodes one frame from the front of `bytes` and advances `bytes` past it: what [`recv`]
+/// does with the bytes it reads from the socket, without a socket (the fuzz targets and
+/// their corpus replay use it).
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &mut &[u8]) -> Result<T, SyncError> {
+    read_frame(bytes)
+}
+
+/// One frame from `r`: a little-endian `u32` length, then that many bytes of JSON.
+fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, SyncError> {
     let mut len = [0u8; 4];
-    if let Err(e) = sock.read_exact(&mut len) {
+    if let Err(e) = r.read_exact(&mut len) {
         return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
             SyncError::Closed
         } else {
@@ -157,7 +169,7 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: &mut UnixStream) -> Result<T, Sy
         return Err(SyncError::TooLarge(len));
     }
     let mut body = vec![0u8; len as usize];
-    sock.read_exact(&mut body).map_err(|e| {
+    r.read_exact(&mut body).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             SyncError::Closed
         } else {
@@ -199,6 +211,52 @@ mod tests {
         assert!(matches!(
             recv::<FromInit>(&mut b),
             Err(SyncError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn decode_reads_what_send_writes_and_what_recv_refuses() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        send(&mut a, &FromInit::Error("boom".into())).unwrap();
+        send(
+            &mut a,
+            &ToInit::HooksDone {
+                state_json: "{}".into(),
+            },
+        )
+        .unwrap();
+        drop(a);
+        let mut wire = Vec::new();
+        b.read_to_end(&mut wire).unwrap();
+        let mut rest = &wire[..];
+        match decode::<FromInit>(&mut rest).unwrap() {
+            FromInit::Error(m) => assert_eq!(m, "boom"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match decode::<ToInit>(&mut rest).unwrap() {
+            ToInit::HooksDone { state_json } => assert_eq!(state_json, "{}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            decode::<FromInit>(&mut rest),
+            Err(SyncError::Closed)
+        ));
+        let big = (MAX_FRAME + 1).to_le_bytes();
+        assert!(matches!(
+            decode::<FromInit>(&mut &big[..]),
+            Err(SyncError::TooLarge(_))
+        ));
+        let mut garbage = 3u32.to_le_bytes().to_vec();
+        garbage.extend_from_slice(b"{x}");
+        assert!(matches!(
+            decode::<FromInit>(&mut &garbage[..]),
+            Err(SyncError::Malformed(_))
+        ));
+        let mut short = 10u32.to_le_bytes().to_vec();
+        short.extend_from_slice(b"\"Rea");
+        assert!(matches!(
+            decode::<FromInit>(&mut &short[..]),
+            Err(SyncError::Closed)
         ));
     }
 }
