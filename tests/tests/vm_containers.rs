@@ -366,6 +366,20 @@ fn lines<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The workload (lines `said`, prefixed by the step) ran in a kernel of its own: it printed
+/// a `guest-boot-id` that is not L1's `host-boot-id`.
+fn assert_own_kernel(out: &str, said: &[&str], what: &str) {
+    let host = value(out, "host-boot-id").unwrap_or_default();
+    let guest = said
+        .iter()
+        .find_map(|l| l.strip_prefix("guest-boot-id "))
+        .unwrap_or_default();
+    assert!(
+        !guest.is_empty() && guest != host,
+        "{what}: guest boot id {guest:?}, L1's {host:?}\n{out}"
+    );
+}
+
 fn no_leftovers(out: &str, step: &str) {
     let left: Vec<&str> = out.lines().filter(|l| l.starts_with("left:")).collect();
     assert!(left.is_empty(), "[{step}] left behind: {left:?}\n{out}");
@@ -530,14 +544,7 @@ fn containerd_runs_a_vm_container_through_both_shims() {
             "through {via}'s shim\n{out}"
         );
         let said = lines(out, &format!("ctr-{via}:"));
-        let guest = said
-            .iter()
-            .find_map(|l| l.strip_prefix("guest-boot-id "))
-            .unwrap_or_default();
-        assert!(
-            !guest.is_empty() && guest != host,
-            "through {via}'s shim: guest boot id {guest:?}, L1's {host:?}\n{out}"
-        );
+        assert_own_kernel(out, &said, &format!("through {via}'s shim"));
         assert!(said.contains(&"to-stderr"), "{via}\n{out}");
         let t = format!("ctrd-{via}-");
         let key = |k: &str| {
@@ -606,12 +613,7 @@ fn docker_runs_a_vm_container_with_its_own_bind_mounts() {
     assert_eq!(value(out, "docker-import"), Some("0"), "{out}");
     assert_eq!(value(out, "docker-exit"), Some("6"), "{out}");
     let said = lines(out, "docker:");
-    let host = value(out, "host-boot-id").unwrap_or_default();
-    let guest = said
-        .iter()
-        .find_map(|l| l.strip_prefix("guest-boot-id "))
-        .unwrap_or_default();
-    assert!(!guest.is_empty() && guest != host, "{out}");
+    assert_own_kernel(out, &said, "docker");
     assert!(
         said.iter().any(|l| l
             .strip_prefix("hostname-file ")
@@ -642,12 +644,7 @@ fn podman_runs_a_vm_container() {
     assert_eq!(value(out, "podman-load"), Some("0"), "{out}");
     assert_eq!(value(out, "podman-exit"), Some("4"), "{out}");
     let said = lines(out, "podman:");
-    let host = value(out, "host-boot-id").unwrap_or_default();
-    let guest = said
-        .iter()
-        .find_map(|l| l.strip_prefix("guest-boot-id "))
-        .unwrap_or_default();
-    assert!(!guest.is_empty() && guest != host, "{out}");
+    assert_own_kernel(out, &said, "podman");
     assert!(
         said.iter()
             .any(|l| l.strip_prefix("hosts ").is_some_and(|n| n != "0")),
