@@ -10,8 +10,14 @@
 //! `/etc/subuid` and `/etc/subgid`.
 //!
 //! **`io.hull.userns=auto`.** Each such container gets the lowest free 65,536-id slot of a
-//! pool, by default host ids from [`DEFAULT_BASE`] ([`BASE_ENV`], [`SLOTS_ENV`] change it).
-//! The slot is chosen under an exclusive `flock` of the `--root` directory itself (nothing
+//! pool. The pool is the subordinate-id range of a dedicated user, [`DEFAULT_POOL_USER`]
+//! (`hull`; [`USER_ENV`] names another), in `/etc/subuid` and `/etc/subgid` — the same
+//! range in both, as `useradd` and `usermod --add-subuids` make them — as podman and CRI-O
+//! take theirs from `containers`. `dev/install-deps` adds `hull:2147483648:2147418112` when
+//! there is no entry. Any other user's subordinate range that overlaps the pool is refused,
+//! so a container never gets ids that `newuidmap` would also hand to that user.
+//! [`BASE_ENV`] and [`SLOTS_ENV`] give the pool explicitly instead (tests; still checked for
+//! overlaps). The slot is chosen under an exclusive `flock` of the `--root` directory itself (nothing
 //! else locks it; per-container commands lock files inside the container directories) by
 //! reading the allocations of every container under the same `--root`, and is recorded in the
 //! container's own state directory ([`RECORD_FILE`]) before the lock is released, so two
@@ -29,14 +35,20 @@ use std::process::Command;
 
 use oci_spec::runtime::LinuxIdMapping;
 
-/// First host id of the default pool.
-pub const DEFAULT_BASE: u32 = 1_000_000;
-/// Number of slots of the default pool (ids up to about 68 million).
-pub const DEFAULT_SLOTS: u32 = 1024;
-/// Environment variable overriding [`DEFAULT_BASE`].
+/// The user whose subordinate ids are the pool, unless [`USER_ENV`] names another.
+pub const DEFAULT_POOL_USER: &str = "hull";
+/// Environment variable naming the pool's user.
+pub const USER_ENV: &str = "HULL_USERNS_AUTO_USER";
+/// Environment variable giving the pool's first host id explicitly (with [`SLOTS_ENV`]).
 pub const BASE_ENV: &str = "HULL_USERNS_AUTO_BASE";
-/// Environment variable overriding [`DEFAULT_SLOTS`].
+/// Environment variable giving the pool's number of 65,536-id slots (default 1024 with
+/// [`BASE_ENV`]).
 pub const SLOTS_ENV: &str = "HULL_USERNS_AUTO_SLOTS";
+/// Slots of an explicit pool whose size is not given.
+pub const DEFAULT_SLOTS: u32 = 1024;
+/// Where the subordinate uid and gid ranges are.
+pub const SUBUID_FILE: &str = "/etc/subuid";
+pub const SUBGID_FILE: &str = "/etc/subgid";
 /// The allocation record in a container's state directory: the first host id, in decimal.
 pub const RECORD_FILE: &str = "userns-auto";
 
@@ -223,29 +235,173 @@ pub struct Pool {
     pub slots: u32,
 }
 
-impl Default for Pool {
-    fn default() -> Self {
-        Pool {
-            base: DEFAULT_BASE,
-            slots: DEFAULT_SLOTS,
-        }
+/// One line of `/etc/subuid` or `/etc/subgid`: `owner:start:count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubidRange {
+    pub owner: String,
+    pub start: u64,
+    pub count: u64,
+}
+
+impl SubidRange {
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start < end && start < self.start + self.count
     }
 }
 
+/// The ranges of a subordinate-id file. Lines that are not `owner:start:count` (comments,
+/// blanks, damage) are skipped, as shadow-utils' own readers skip them.
+pub fn parse_subid(text: &str) -> Vec<SubidRange> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.trim().split(':');
+            let (owner, start, count) = (f.next()?, f.next()?, f.next()?);
+            if f.next().is_some() || owner.is_empty() || owner.starts_with('#') {
+                return None;
+            }
+            Some(SubidRange {
+                owner: owner.to_string(),
+                start: start.parse().ok()?,
+                count: count.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// What the pool is read from: the environment's explicit pool and user, and the texts of
+/// the two subordinate-id files.
+#[derive(Debug, Default)]
+pub struct PoolSource<'a> {
+    pub base: Option<&'a str>,
+    pub slots: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub subuid: &'a str,
+    pub subgid: &'a str,
+}
+
 impl Pool {
-    /// The default pool, with [`BASE_ENV`] and [`SLOTS_ENV`] applied.
-    pub fn from_env() -> Result<Self, UsernsError> {
-        let get = |var: &'static str, default: u32| match std::env::var(var) {
-            Err(_) => Ok(default),
-            Ok(v) => v.trim().parse::<u32>().map_err(|e| UsernsError::Config {
-                var,
-                reason: format!("{v:?}: {e}"),
+    /// The pool of this host: [`BASE_ENV`]/[`SLOTS_ENV`] if set, else the pool user's
+    /// ranges in [`SUBUID_FILE`] and [`SUBGID_FILE`]; see [`Pool::resolve`].
+    pub fn from_system() -> Result<Self, UsernsError> {
+        let read = |path: &str| match fs::read_to_string(path) {
+            Ok(s) => Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(UsernsError::Io {
+                what: "reading",
+                path: path.into(),
+                source,
             }),
         };
-        let pool = Pool {
-            base: get(BASE_ENV, DEFAULT_BASE)?,
-            slots: get(SLOTS_ENV, DEFAULT_SLOTS)?,
+        let (subuid, subgid) = (read(SUBUID_FILE)?, read(SUBGID_FILE)?);
+        let env = |var| std::env::var(var).ok();
+        let (base, slots, user) = (env(BASE_ENV), env(SLOTS_ENV), env(USER_ENV));
+        Pool::resolve(&PoolSource {
+            base: base.as_deref(),
+            slots: slots.as_deref(),
+            user: user.as_deref(),
+            subuid: &subuid,
+            subgid: &subgid,
+        })
+    }
+
+    /// The pool `src` describes. An explicit base (and slot count) wins; otherwise the pool
+    /// user must have one range in the subuid file and the same one in the subgid file. The
+    /// pool is refused when another user's range in either file overlaps it.
+    pub fn resolve(src: &PoolSource) -> Result<Self, UsernsError> {
+        let user = src.user.unwrap_or(DEFAULT_POOL_USER);
+        let number = |var: &'static str, v: &str| {
+            v.trim().parse::<u32>().map_err(|e| UsernsError::Config {
+                var,
+                reason: format!("{v:?}: {e}"),
+            })
         };
+        let pool = match src.base {
+            Some(base) => Pool {
+                base: number(BASE_ENV, base)?,
+                slots: match src.slots {
+                    Some(s) => number(SLOTS_ENV, s)?,
+                    None => DEFAULT_SLOTS,
+                },
+            },
+            None => Pool::of_user(user, src.subuid, src.subgid)?,
+        };
+        pool.check()?;
+        let (start, end) = (u64::from(pool.base), pool.end());
+        for (file, text) in [(SUBUID_FILE, src.subuid), (SUBGID_FILE, src.subgid)] {
+            if let Some(r) = parse_subid(text)
+                .into_iter()
+                .find(|r| r.owner != user && r.overlaps(start, end))
+            {
+                return Err(UsernsError::Config {
+                    var: file,
+                    reason: format!(
+                        "user {:?} has ids {}..{}, which overlap hull's pool {start}..{end}: those ids could belong to both; give {user:?} a range of its own",
+                        r.owner,
+                        r.start,
+                        r.start + r.count
+                    ),
+                });
+            }
+        }
+        Ok(pool)
+    }
+
+    /// The pool from `user`'s subordinate ranges.
+    fn of_user(user: &str, subuid: &str, subgid: &str) -> Result<Self, UsernsError> {
+        let missing = |file: &'static str| {
+            UsernsError::Config {
+            var: file,
+            reason: format!(
+                "no range for user {user:?}, the pool of automatic user namespaces: add one line `{user}:2147483648:2147418112` (or another range no one else uses) to both {SUBUID_FILE} and {SUBGID_FILE}"
+            ),
+        }
+        };
+        let own = |file: &'static str, text: &str| {
+            let mut ranges = parse_subid(text).into_iter().filter(|r| r.owner == user);
+            match (ranges.next(), ranges.next()) {
+                (None, _) => Err(missing(file)),
+                (Some(r), None) => Ok(r),
+                (Some(_), Some(_)) => Err(UsernsError::Config {
+                    var: file,
+                    reason: format!(
+                        "user {user:?} has more than one range; hull's pool must be one range"
+                    ),
+                }),
+            }
+        };
+        let (u, g) = (own(SUBUID_FILE, subuid)?, own(SUBGID_FILE, subgid)?);
+        if (u.start, u.count) != (g.start, g.count) {
+            return Err(UsernsError::Config {
+                var: USER_ENV,
+                reason: format!(
+                    "user {user:?} has uids {}:{} in {SUBUID_FILE} but gids {}:{} in {SUBGID_FILE}: hull maps uids and gids alike and needs the same range in both",
+                    u.start, u.count, g.start, g.count
+                ),
+            });
+        }
+        let slots = u.count / u64::from(SIZE);
+        if slots == 0 || u.start > u64::from(u32::MAX) {
+            return Err(UsernsError::Config {
+                var: USER_ENV,
+                reason: format!(
+                    "{SUBUID_FILE}: user {user:?}'s range {}:{} does not hold one {SIZE}-id slot of 32-bit ids",
+                    u.start, u.count
+                ),
+            });
+        }
+        Ok(Pool {
+            base: u.start as u32,
+            slots: u32::try_from(slots).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// One past the pool's last host id.
+    fn end(&self) -> u64 {
+        u64::from(self.base) + u64::from(self.slots) * u64::from(SIZE)
+    }
+
+    fn check(&self) -> Result<(), UsernsError> {
+        let pool = self;
         if pool.base == 0 || pool.slots == 0 {
             return Err(UsernsError::Config {
                 var: BASE_ENV,
@@ -254,7 +410,8 @@ impl Pool {
                         .into(),
             });
         }
-        if u64::from(pool.base) + u64::from(pool.slots) * u64::from(SIZE) > 1 << 32 {
+        // Host id 2^32-1 is the invalid id (-1): the pool ends before it.
+        if pool.end() > u64::from(u32::MAX) {
             return Err(UsernsError::Config {
                 var: SLOTS_ENV,
                 reason: format!(
@@ -263,7 +420,7 @@ impl Pool {
                 ),
             });
         }
-        Ok(pool)
+        Ok(())
     }
 
     /// The first host id of the lowest slot no range in `used` overlaps.
@@ -340,7 +497,7 @@ pub fn apply_if_annotated(
     if !hull_specs::annotations::userns_auto(spec)? {
         return Ok(None);
     }
-    let start = allocate(root, state_dir, Pool::from_env()?)?;
+    let start = allocate(root, state_dir, Pool::from_system()?)?;
     hull_specs::annotations::apply_userns_auto(spec, start)?;
     Ok(Some(start))
 }
@@ -442,5 +599,91 @@ mod tests {
         got.sort_unstable();
         got.dedup();
         assert_eq!(got.len(), 16);
+    }
+
+    fn resolve(
+        base: Option<&str>,
+        user: Option<&str>,
+        subuid: &str,
+        subgid: &str,
+    ) -> Result<Pool, String> {
+        Pool::resolve(&PoolSource {
+            base,
+            slots: None,
+            user,
+            subuid,
+            subgid,
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn subid_lines() {
+        let text =
+            "# comment\nalice:100000:65536\n\nbad line\nbob:x:1\nhull:2147483648:2147418112\n";
+        let r = parse_subid(text);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[1].owner, "hull");
+        assert_eq!((r[1].start, r[1].count), (2_147_483_648, 2_147_418_112));
+    }
+
+    #[test]
+    fn pool_is_the_pool_users_range() {
+        let sub = "alice:100000:65536\nhull:2147483648:2147418112\n";
+        let p = resolve(None, None, sub, sub).expect("pool");
+        assert_eq!(
+            p,
+            Pool {
+                base: 2_147_483_648,
+                slots: 32767
+            }
+        );
+        let p = resolve(
+            None,
+            Some("containers"),
+            "containers:500000:131073\n",
+            "containers:500000:131073\n",
+        )
+        .expect("other user");
+        assert_eq!(
+            p,
+            Pool {
+                base: 500_000,
+                slots: 2
+            }
+        );
+    }
+
+    #[test]
+    fn pool_refusals_name_the_problem() {
+        let e = resolve(None, None, "", "").expect_err("no entry");
+        assert!(e.contains("/etc/subuid") && e.contains("\"hull\""), "{e}");
+        let e = resolve(None, None, "hull:1000000:65536\n", "").expect_err("no gid entry");
+        assert!(e.contains("/etc/subgid"), "{e}");
+        let e = resolve(None, None, "hull:1000000:65536\n", "hull:2000000:65536\n")
+            .expect_err("different");
+        assert!(e.contains("same range"), "{e}");
+        let e = resolve(None, None, "hull:1000000:100\n", "hull:1000000:100\n").expect_err("small");
+        assert!(e.contains("slot"), "{e}");
+        let two = "hull:1000000:65536\nhull:3000000:65536\n";
+        let e = resolve(None, None, two, two).expect_err("two ranges");
+        assert!(e.contains("more than one"), "{e}");
+        // Debian's useradd: the 15th user gets 100000 + 14 * 65536 = 1017504.
+        let sub = "hull:1000000:655360\nuser15:1017504:65536\n";
+        let e = resolve(None, None, sub, "hull:1000000:655360\n").expect_err("overlap");
+        assert!(
+            e.contains("\"user15\"") && e.contains("/etc/subuid") && e.contains("overlap"),
+            "{e}"
+        );
+        let e = resolve(None, None, "hull:1000000:655360\n", sub).expect_err("gid overlap");
+        assert!(e.contains("/etc/subgid"), "{e}");
+        // An explicit pool is checked too; a range just past it is fine.
+        let e = resolve(Some("1000000"), None, "user15:1017504:65536\n", "")
+            .expect_err("explicit overlap");
+        assert!(e.contains("user15"), "{e}");
+        let past = format!("x:{}:10\n", 1_000_000u64 + 1024 * 65536);
+        assert!(resolve(Some("1000000"), None, &past, &past).is_ok());
+        let e = resolve(Some("4294901760"), None, "", "").expect_err("past 32 bits");
+        assert!(e.contains("32-bit"), "{e}");
     }
 }

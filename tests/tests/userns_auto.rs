@@ -1,14 +1,22 @@
 //! `io.hull.userns=auto`: each annotated container gets its own user namespace with a
 //! 65,536-id range no other live container under the same `--root` shares; a deleted
-//! container's range is reused. Ranges start at host id 1,000,000 (hull's default pool), so
-//! the first container of a fresh `--root` gets 1,000,000.
+//! container's range is reused. Ranges come from the subordinate ids of user `hull` in
+//! /etc/subuid and /etc/subgid (dev/install-deps adds them), so the first container of a
+//! fresh `--root` gets that range's first id.
 
 use hull_tests::{assert_no_leftovers, hull_only, setup, Bundle};
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::Path;
 
-const BASE: u32 = 1_000_000;
 const SIZE: u32 = 65536;
+
+/// The first id of user hull's subordinate uid range, or why there is none.
+fn pool_base() -> Result<u32, String> {
+    let text = std::fs::read_to_string("/etc/subuid").map_err(|e| format!("/etc/subuid: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("hull:")?.split(':').next()?.parse().ok())
+        .ok_or_else(|| "/etc/subuid has no range for user hull (dev/install-deps adds it)".into())
+}
 
 /// A long-running busybox container asking for `io.hull.userns=auto`. The bundle directory
 /// is opened to the range's ids (they are not root on the host).
@@ -56,16 +64,23 @@ fn userns_auto_gives_disjoint_ranges_and_reuses_a_deleted_one() {
         return;
     };
     hull_only!(rt, "io.hull.userns is hull's annotation");
+    let base = match pool_base() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
     let mut bundles = vec![auto_bundle(), auto_bundle(), auto_bundle()];
-    // The first range of a fresh --root is BASE: owning the rootfs with it makes the files
+    // The first range of a fresh --root is the pool's first: owning the rootfs with it makes the files
     // root's inside (the documented rule; hull does not chown).
-    chown_tree(&bundles[0].rootfs(), BASE);
+    chown_tree(&bundles[0].rootfs(), base);
     let ida = rt.start_running(&bundles[0]);
     let idb = rt.start_running(&bundles[1]);
     let pid = |id: &str| rt.state_json(id)["pid"].as_i64().expect("pid");
     let (pa, pb) = (pid(&ida), pid(&idb));
     let (ma, mb) = (read_map(pa, "uid_map"), read_map(pb, "uid_map"));
-    assert_eq!(ma, vec![(0, BASE, SIZE)], "first container");
+    assert_eq!(ma, vec![(0, base, SIZE)], "first container");
     assert_eq!(read_map(pa, "gid_map"), ma, "gid map = uid map");
     assert_eq!(mb.len(), 1, "{mb:?}");
     let (a, b) = (ma[0].1, mb[0].1);
@@ -119,5 +134,29 @@ fn userns_auto_with_own_mappings_is_refused() {
     b.annotation("io.hull.userns", "keep-id");
     let o = rt.run_bundle(&b);
     o.assert_fail().assert_error_contains("io.hull.userns");
+    assert_no_leftovers(&rt, &b);
+}
+
+#[test]
+fn userns_auto_without_a_pool_is_refused() {
+    let Some(rt) = setup("userns-auto-nopool") else {
+        return;
+    };
+    hull_only!(rt, "io.hull.userns is hull's annotation");
+    let mut b = auto_bundle();
+    b.args(&["true"]);
+    b.write();
+    let id = rt.id();
+    let o = rt
+        .cmd(&["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .env("HULL_USERNS_AUTO_USER", "hull-test-no-such-pool")
+        .output()
+        .expect("run hull");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "ran without a pool: {err}");
+    assert!(
+        err.contains("/etc/subuid") && err.contains("hull-test-no-such-pool"),
+        "{err}"
+    );
     assert_no_leftovers(&rt, &b);
 }
