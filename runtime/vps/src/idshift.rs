@@ -1,0 +1,1 @@
+//! Shifting a rootfs's ownership into a partition's user-namespace id range.
