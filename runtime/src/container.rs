@@ -390,6 +390,14 @@ impl Runtime {
         };
         saved.cgroup = cgroup.clone();
         guard.cgroup = cgroup;
+        if hull_specs::annotations::cgroup_delegate(spec)? {
+            if let (Some(cg), Some((uid, gid))) = (
+                saved.cgroup.as_ref(),
+                hull_specs::annotations::root_host_ids(spec),
+            ) {
+                cg.delegate(uid, gid)?;
+            }
+        }
 
         let plan = InitPlan {
             id: id.to_string(),

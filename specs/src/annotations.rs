@@ -74,6 +74,47 @@ pub fn isolation(spec: &Spec) -> Result<Isolation, SpecError> {
     }
 }
 
+/// `"true"`: the container's cgroup is delegated to it (crun's `run.oci.delegate-cgroup`,
+/// systemd's `Delegate=`): in every hierarchy its directory and the files that create
+/// children and move processes (`cgroup.procs`, `tasks`, `cgroup.subtree_control`, ...) are
+/// owned by the host ids the container's root maps to, so a systemd inside a user namespace
+/// can manage its own subtree. Limits files stay the host's. Without a user namespace the
+/// container's root is the host's root and nothing changes.
+pub const CGROUP_DELEGATE: &str = "io.hull.cgroup.delegate";
+
+/// True when the spec asks for [`CGROUP_DELEGATE`]; `"false"` or absent is false, any other
+/// value an error.
+pub fn cgroup_delegate(spec: &Spec) -> Result<bool, SpecError> {
+    match spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(CGROUP_DELEGATE))
+    {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(SpecError::invalid(
+            format!("annotations[{CGROUP_DELEGATE:?}]"),
+            format!("{v:?} is not \"true\" or \"false\""),
+        )),
+    }
+}
+
+/// The host uid and gid the container's root (id 0) maps to, from `linux.uidMappings` and
+/// `linux.gidMappings`; None without a mapping for 0.
+pub fn root_host_ids(spec: &Spec) -> Option<(u32, u32)> {
+    let linux = spec.linux().as_ref()?;
+    let host = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps?
+            .iter()
+            .find_map(|m| (m.container_id() == 0 && m.size() > 0).then_some(m.host_id()))
+    };
+    Some((
+        host(linux.uid_mappings().as_ref())?,
+        host(linux.gid_mappings().as_ref())?,
+    ))
+}
+
 /// `"auto"`: the container gets a user namespace of its own with a 65,536-id range that no
 /// other live container under the same `--root` shares (Incus' "isolated idmap"). The
 /// runtime picks the range; files in the rootfs appear owned by root in the container only
@@ -311,5 +352,26 @@ mod tests {
         }
         let e = apply_userns_auto(&mut spec, 1_000_000).expect_err("uid out of range");
         assert!(e.to_string().contains("process.user.uid"), "{e}");
+    }
+
+    #[test]
+    fn cgroup_delegate_values_and_root_ids() {
+        let spec = |ann: &str, linux: &str| -> Spec {
+            serde_json::from_str(&format!(
+                r#"{{"ociVersion":"1.2.0","root":{{"path":"r"}},"annotations":{{{ann}}},"linux":{{{linux}}}}}"#
+            ))
+            .expect("spec")
+        };
+        assert!(!cgroup_delegate(&spec("", "")).expect("absent"));
+        assert!(cgroup_delegate(&spec(r#""io.hull.cgroup.delegate":"true""#, "")).expect("true"));
+        assert!(
+            !cgroup_delegate(&spec(r#""io.hull.cgroup.delegate":"false""#, "")).expect("false")
+        );
+        let e = cgroup_delegate(&spec(r#""io.hull.cgroup.delegate":"yes""#, "")).expect_err("yes");
+        assert!(e.to_string().contains("io.hull.cgroup.delegate"), "{e}");
+        let maps = r#""uidMappings":[{"containerID":1,"hostID":5,"size":9},{"containerID":0,"hostID":7000,"size":65536}],
+                      "gidMappings":[{"containerID":0,"hostID":8000,"size":65536}]"#;
+        assert_eq!(root_host_ids(&spec("", maps)), Some((7000, 8000)));
+        assert_eq!(root_host_ids(&spec("", "")), None);
     }
 }

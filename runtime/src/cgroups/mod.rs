@@ -81,6 +81,45 @@ impl ContainerCgroup {
         })
     }
 
+    /// Delegate the cgroup to host ids `uid`/`gid` (see hull_specs'
+    /// `io.hull.cgroup.delegate`): chown its directory in every hierarchy and the files a
+    /// manager inside writes to make children and move processes.
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<(), CgroupError> {
+        // cgroup v1's and v2's delegation files (kernel's cgroup-v2.rst "Delegation").
+        const FILES: [&str; 6] = [
+            "cgroup.procs",
+            "tasks",
+            "cgroup.clone_children",
+            "cgroup.subtree_control",
+            "cgroup.threads",
+            "notify_on_release",
+        ];
+        let (uid, gid) = (
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        for (controller, dir) in &self.dirs {
+            let chown = |p: &Path| {
+                nix::unistd::chown(p, uid, gid).map_err(|e| CgroupError::Io {
+                    path: self.path.clone(),
+                    controller: controller.clone(),
+                    op: "delegate (chown)",
+                    file: p.to_path_buf(),
+                    source: e.into(),
+                })
+            };
+            chown(dir)?;
+            for f in FILES {
+                let p = dir.join(f);
+                if p.exists() {
+                    chown(&p)?;
+                }
+            }
+        }
+        tracing::debug!(cgroup = %self.path, uid = uid.map(|u| u.as_raw()), "cgroup delegated");
+        Ok(())
+    }
+
     /// How cgroups are set up on this host.
     pub fn host_mode() -> Result<Mode, CgroupError> {
         Layout::current()?.mode()
