@@ -208,6 +208,13 @@ impl Runtime {
         self.create_inner(id, opts, false)
     }
 
+    /// `create` for a caller that holds the console itself (a partition monitor): when
+    /// process.terminal is set and no console socket is given, the pty master comes back in
+    /// [`Created::console_master`]. The init is the caller's child.
+    pub fn create_with_console(&self, id: &str, opts: &CreateOptions) -> Result<Created, Error> {
+        self.create_inner(id, opts, true)
+    }
+
     fn create_inner(&self, id: &str, opts: &CreateOptions, relay: bool) -> Result<Created, Error> {
         hull_specs::validate_container_id(id)?;
         check_preserve_fds(opts.preserve_fds)?;

@@ -46,6 +46,18 @@ pub const BASE_ENV: &str = "HULL_USERNS_AUTO_BASE";
 pub const SLOTS_ENV: &str = "HULL_USERNS_AUTO_SLOTS";
 /// Slots of an explicit pool whose size is not given.
 pub const DEFAULT_SLOTS: u32 = 1024;
+/// Where `hull vps` keeps its partitions, each directory holding the partition's range
+/// record: their ranges are taken whatever `--root` a container uses. `HULL_VPS_DIR`
+/// moves it (as it moves `hull vps`'s own).
+pub const PARTITIONS_DIR: &str = "/var/lib/hull/vps";
+
+fn partitions_dir() -> PathBuf {
+    std::env::var_os("HULL_VPS_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PARTITIONS_DIR))
+}
+
 /// Where the subordinate uid and gid ranges are.
 pub const SUBUID_FILE: &str = "/etc/subuid";
 pub const SUBGID_FILE: &str = "/etc/subgid";
@@ -444,29 +456,62 @@ pub fn allocated(state_dir: &Path) -> Option<u32> {
 }
 
 /// Choose a free range for the container whose state directory is `state_dir` (under
-/// `root`) and record it there. Returns the range's first host id.
+/// `root`) and record it there. Returns the range's first host id. The ranges recorded
+/// under `root` and those of `hull vps`'s partitions ([`PARTITIONS_DIR`]) are in use.
 pub fn allocate(root: &Path, state_dir: &Path, pool: Pool) -> Result<u32, UsernsError> {
+    let partitions = partitions_dir();
+    if partitions != root && partitions.is_dir() {
+        // Partitions are created under their directory's lock: take it first, always in
+        // this order, so a partition and a container never pick the same free slot.
+        return allocate_with(root, state_dir, pool, Some(&partitions));
+    }
+    allocate_with(root, state_dir, pool, None)
+}
+
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>, UsernsError> {
+    let file = fs::File::open(dir).map_err(|source| UsernsError::Io {
+        what: "opening",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        UsernsError::Io {
+            what: "locking",
+            path: dir.to_path_buf(),
+            source: e.into(),
+        }
+    })
+}
+
+fn recorded_under(dir: &Path, except: &Path) -> Vec<u32> {
+    let mut used = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let d = entry.path();
+        if d != except && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            used.extend(allocated(&d));
+        }
+    }
+    used
+}
+
+fn allocate_with(
+    root: &Path,
+    state_dir: &Path,
+    pool: Pool,
+    partitions: Option<&Path>,
+) -> Result<u32, UsernsError> {
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| UsernsError::Io { what, path, source }
     };
+    let _partitions_lock = partitions.map(lock_dir).transpose()?;
     // The root directory is the lock: no file to leave behind. Released when `lock` is
     // dropped, after the record is written.
-    let dir = fs::File::open(root).map_err(io("opening", root))?;
-    let lock =
-        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            UsernsError::Io {
-                what: "locking",
-                path: root.to_path_buf(),
-                source: e.into(),
-            }
-        })?;
-    let mut used = Vec::new();
-    for entry in fs::read_dir(root).map_err(io("reading", root))?.flatten() {
-        let dir = entry.path();
-        if dir != state_dir && entry.file_type().is_ok_and(|t| t.is_dir()) {
-            used.extend(allocated(&dir));
-        }
+    let lock = lock_dir(root)?;
+    fs::read_dir(root).map_err(io("reading", root))?;
+    let mut used = recorded_under(root, state_dir);
+    if let Some(p) = partitions {
+        used.extend(recorded_under(p, state_dir));
     }
     let start = pool.pick(&used).ok_or_else(|| UsernsError::Exhausted {
         base: pool.base,
@@ -685,5 +730,22 @@ mod tests {
         assert!(resolve(Some("1000000"), None, &past, &past).is_ok());
         let e = resolve(Some("4294901760"), None, "", "").expect_err("past 32 bits");
         assert!(e.contains("32-bit"), "{e}");
+    }
+
+    #[test]
+    fn partitions_ranges_are_in_use_for_containers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let parts = tempfile::tempdir().expect("tempdir");
+        let pool = Pool {
+            base: 4_000_000,
+            slots: 4,
+        };
+        let web1 = parts.path().join("web1");
+        fs::create_dir(&web1).expect("mkdir");
+        let p = allocate_with(parts.path(), &web1, pool, None).expect("partition");
+        let c = root.path().join("c1");
+        fs::create_dir(&c).expect("mkdir");
+        let got = allocate_with(root.path(), &c, pool, Some(parts.path())).expect("container");
+        assert_eq!((p, got), (4_000_000, 4_065_536));
     }
 }

@@ -411,6 +411,9 @@ enum Command {
     /// The guest image VM containers (io.hull.isolation=vm) boot.
     #[command(name = "vm-image", subcommand)]
     VmImage(VmImageCommand),
+    /// VPS partitions: long-lived system containers with their own disk, limits and console.
+    #[command(subcommand)]
+    Vps(crate::vps::VpsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -494,6 +497,9 @@ pub fn main() -> i32 {
 }
 
 fn execute(cli: &Cli) -> Result<i32, Error> {
+    if let Command::Vps(cmd) = &cli.command {
+        return crate::vps::execute(cmd).map_err(|e| Error::Usage(e.to_string()));
+    }
     if cli.systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
         return Err(Error::Usage(
             "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system)".into(),
@@ -620,6 +626,8 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             )
             .map_err(wr)?;
         }
+        // Dispatched before the runtime is set up (above).
+        Command::Vps(_) => {}
         Command::VmImage(VmImageCommand::Show) => {
             let image = hull_runtime::vm::load_image()?;
             writeln!(
