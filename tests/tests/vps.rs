@@ -330,6 +330,19 @@ fn a_debian_partition_boots_runs_a_service_stops_restarts_and_leaves_nothing() {
         Vps::cgroup_file(&name, "pids", "pids.max"),
         Some("1000".into())
     );
+    // free inside shows the partition's limit (lxcfs), not the host's memory.
+    let r = v.enter(
+        &name,
+        "free -b | awk '/^Mem:/ {print $2}'; cut -d. -f1 /proc/uptime",
+    );
+    let lines: Vec<String> = r.stdout().lines().map(|l| l.trim().to_string()).collect();
+    assert_eq!(
+        lines.first(),
+        Some(&(256u64 << 20).to_string()),
+        "free: {r}"
+    );
+    let up: u64 = lines.get(1).and_then(|u| u.parse().ok()).expect("uptime");
+    assert!(up < 600, "uptime {up} s is the host's, not the partition's");
     let stats = v.run(&["stats", &name, "--json"]);
     stats.ok();
     let rows: serde_json::Value = serde_json::from_str(&stats.stdout()).expect("stats JSON");
@@ -403,8 +416,17 @@ fn a_partitions_disk_is_a_hard_limit_that_grows_online_and_partitions_run_side_b
         return;
     };
     let (a, b) = (v.name("qa"), v.name("qb"));
-    v.run(&["create", &a, "--template", "debian", "--disk", "768M"])
-        .ok();
+    v.run(&[
+        "create",
+        &a,
+        "--template",
+        "debian",
+        "--disk",
+        "768M",
+        "--cpuset",
+        "0",
+    ])
+    .ok();
     v.run(&["create", &b, "--template", "debian", "--disk", "768M"])
         .ok();
     v.run(&["start", &a, "--wait"]).ok();
@@ -414,6 +436,9 @@ fn a_partitions_disk_is_a_hard_limit_that_grows_online_and_partitions_run_side_b
     assert_ne!(sa["init_pid"], sb["init_pid"]);
     let map = |n: &str| v.enter(n, "cat /proc/self/uid_map").stdout();
     assert_ne!(map(&a), map(&b), "the two partitions share ids");
+    // nproc and /proc/cpuinfo follow the cpuset.
+    let r = v.enter(&a, "nproc; grep -c ^processor /proc/cpuinfo");
+    assert_eq!(r.stdout(), "1\n1", "{r}");
 
     // Writing past the disk's size: ENOSPC inside, the host file stays at its size.
     let img = v.data().join(&a).join("disk.img");
@@ -545,4 +570,108 @@ fn bad_input_is_refused_and_leaves_nothing() {
     std::fs::write(&cfg, text).expect("restore");
     v.run(&["destroy", &n]).ok();
     v.assert_gone(&n);
+}
+
+fn wait_status(
+    v: &Vps,
+    name: &str,
+    what: &str,
+    mut f: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let st = v.status(name);
+        if f(&st) {
+            return st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "{what}: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_monitor_serves_the_console_restarts_crashes_and_reboots_and_autostarts() {
+    let Some(mut v) = Vps::new() else {
+        return;
+    };
+    let name = v.name("mon");
+    v.run(&[
+        "create",
+        &name,
+        "--template",
+        "debian",
+        "--disk",
+        "1G",
+        "--autostart",
+    ])
+    .ok();
+    v.run(&["start", &name, "--wait"]).ok();
+
+    // The console: the getty's prompt, and Ctrl-] detaches.
+    let mut c = v.cmd(&["console", &name]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("console");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"\r").expect("write");
+        std::thread::sleep(Duration::from_millis(1500));
+        stdin.write_all(b"\x1d").expect("write");
+    }
+    let out = child.wait_with_output().expect("console output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "console: {stderr}");
+    assert!(
+        stdout.contains(&format!("{name} login:")),
+        "no login prompt on the console: {stdout}"
+    );
+    assert!(
+        stderr.contains("Ctrl-]") && stderr.contains("Detached"),
+        "{stderr}"
+    );
+
+    // PID 1 killed from outside: restarted (restart = on-failure).
+    let first = v.status(&name);
+    let pid = first["init_pid"].as_i64().expect("pid");
+    let st = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let st = wait_status(&v, &name, "restart after a crash", |s| {
+        s["init_pid"].as_i64().is_some_and(|p| p > 0 && p != pid) && s["ready"] == true
+    });
+    assert_eq!(st["restarts"], 1, "{st}");
+    assert!(
+        st["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.contains("signal 9")),
+        "{st}"
+    );
+
+    // reboot inside: booted again; poweroff inside: stopped for good.
+    let pid = st["init_pid"].as_i64().expect("pid");
+    let _ = v.enter(&name, "systemctl reboot");
+    let st = wait_status(&v, &name, "reboot", |s| {
+        s["init_pid"].as_i64().is_some_and(|p| p > 0 && p != pid) && s["ready"] == true
+    });
+    assert_eq!(st["restarts"], 2, "{st}");
+    let _ = v.enter(&name, "systemctl poweroff");
+    wait_status(&v, &name, "poweroff", |s| s["state"] == "stopped");
+
+    // The host's boot: autostart partitions start, the others do not.
+    v.run(&["start", "--all-autostart"]).ok();
+    wait_status(&v, &name, "autostart", |s| s["state"] == "running");
+    v.run(&["stop", &name]).ok();
+    v.run(&["autostart", &name, "off"]).ok();
+    v.run(&["start", "--all-autostart"]).ok();
+    assert_eq!(v.status(&name)["state"], "stopped");
+
+    v.run(&["destroy", &name]).ok();
+    v.assert_gone(&name);
 }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod disk;
 pub mod idshift;
+pub mod lxcfs;
 pub mod manager;
 pub mod monitor;
 pub mod paths;

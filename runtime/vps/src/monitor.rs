@@ -146,6 +146,8 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
 /// The monitor of one partition.
 struct Monitor {
     paths: PartitionPaths,
+    /// lxcfs's mount point, when it serves this host.
+    lxcfs: Option<std::path::PathBuf>,
     runtime: Runtime,
     id: String,
     status: Status,
@@ -207,6 +209,15 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<(), Error> {
             hint: "its monitor is already running".into(),
         })?;
 
+    // Before the signal mask below: lxcfs would inherit it.
+    let lxcfs = match crate::lxcfs::ensure() {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            tracing::warn!("/proc inside shows the host's figures: {e}");
+            None
+        }
+    };
+
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGTERM,
@@ -244,6 +255,7 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<(), Error> {
         init_binary: None,
     };
     let mut m = Monitor {
+        lxcfs,
         id: Dirs::container_id(name),
         paths,
         runtime,
@@ -359,7 +371,7 @@ impl Monitor {
         if !crate::manager::mounted(&p.root) {
             disk::DiskImage::open(&p.disk)?.mount(&p.root)?;
         }
-        let spec = spec::build(cfg, &p.root, &p.notify_dir)?;
+        let spec = spec::build(cfg, &p.root, &p.notify_dir, self.lxcfs.as_deref())?;
         std::fs::create_dir_all(&p.bundle).map_err(io("creating", &p.bundle))?;
         let config = p.bundle.join("config.json");
         let body = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Invalid {

@@ -47,19 +47,24 @@ pub fn notify_socket() -> String {
 }
 
 /// The config.json of partition `cfg` whose root filesystem is mounted at `root` and whose
-/// monitor's notify socket directory is `notify_dir`.
+/// monitor's notify socket directory is `notify_dir`; with `lxcfs` (its mount point), the
+/// partition's `/proc` files show its own limits.
 pub fn build(
     cfg: &PartitionConfig,
     root: &Path,
     notify_dir: &Path,
+    lxcfs: Option<&Path>,
 ) -> Result<hull_specs::Spec, Error> {
     let caps = capabilities();
-    let cap_values: Vec<oci_spec::runtime::Capability> =
-        caps.iter().filter_map(|c| c.parse().ok()).collect();
+    // By their config.json names (`CAP_SYS_BOOT`): oci-spec's FromStr wants them bare.
+    let cap_values: Vec<oci_spec::runtime::Capability> = caps
+        .iter()
+        .filter_map(|c| serde_json::from_value(json!(c)).ok())
+        .collect();
     let seccomp = hull_specs::seccomp_default::default_seccomp(&cap_values);
     let resources = resources(&cfg.resources)?;
     let tmpfs = |dest: &str, opts: &[&str]| json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts});
-    let config = json!({
+    let mut config = json!({
         "ociVersion": "1.2.0",
         "process": {
             "terminal": true,
@@ -122,6 +127,9 @@ pub fn build(
             ],
         },
     });
+    if let (Some(dir), Some(mounts)) = (lxcfs, config["mounts"].as_array_mut()) {
+        mounts.extend(crate::lxcfs::mounts(dir));
+    }
     serde_json::from_value(config).map_err(|e| Error::Invalid {
         what: format!("partition {:?}: generated config", cfg.name),
         reason: e.to_string(),
@@ -221,6 +229,7 @@ mod tests {
             &cfg(),
             Path::new("/var/lib/hull/vps/web1/root"),
             Path::new("/run/n"),
+            None,
         )
         .expect("build");
         hull_specs::validate_spec(&spec).expect("hull validation");
@@ -271,8 +280,17 @@ mod tests {
         for never in ["CAP_SYS_MODULE", "CAP_SYS_TIME", "CAP_SYS_RAWIO", "CAP_BPF"] {
             assert!(!caps.contains(&json!(never)), "{never}");
         }
-        assert!(v["linux"]["seccomp"]["syscalls"]
+        // The profile follows the capabilities: systemd mounts (PrivateTmp=) and reboots.
+        let allowed: Vec<&str> = v["linux"]["seccomp"]["syscalls"]
             .as_array()
-            .is_some_and(|s| !s.is_empty()));
+            .expect("syscalls")
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|r| r["names"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .collect();
+        for call in ["mount", "reboot", "unshare", "setns"] {
+            assert!(allowed.contains(&call), "{call} refused");
+        }
     }
 }
