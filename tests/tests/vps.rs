@@ -211,6 +211,20 @@ impl Vps {
             .join("run/containers")
             .join(format!("vps-{name}"));
         assert!(!state.exists(), "container state {state:?} left");
+        // No monitor (nor anything else started for it) is left running.
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            assert!(
+                !args
+                    .windows(2)
+                    .any(|w| w == [b"monitor".as_slice(), name.as_bytes()]),
+                "the monitor of {name} is still running: {:?}",
+                e.path()
+            );
+        }
     }
 }
 
