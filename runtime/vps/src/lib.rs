@@ -13,6 +13,7 @@ pub mod disk;
 pub mod idshift;
 pub mod manager;
 pub mod monitor;
+pub mod network;
 pub mod paths;
 pub mod spec;
 pub mod stats;
