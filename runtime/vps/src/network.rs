@@ -26,7 +26,7 @@
 //! sits where tc's ingress does (before the bridge and routing). No crate builds nftables
 //! rules over netlink without the C libnftnl, so the rules are text for the `nft` tool.
 //! A netdev table outlives its device on recent kernels: `teardown` deletes it, and
-//! `setup` replaces a stale one.
+//! `setup` replaces a stale one (left if the partition's netns died without teardown).
 //!
 //! Work inside the partition's netns runs on a dedicated short-lived thread that
 //! `setns(CLONE_NEWNET)`s into `/proc/<pid>/ns/net` (a netns is per thread) and opens its
@@ -37,6 +37,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 
 use netlink_packet_core::{
@@ -371,8 +372,10 @@ pub fn host_veth_name(partition: &str) -> String {
     format!("hv{hash:08x}")
 }
 
-/// Gives the partition whose init has host pid `init_pid` its network as `cfg` says. On
-/// failure, nothing is left on the host (the veth, with its routes and filters, is deleted).
+/// Gives the partition whose init has host pid `init_pid` its network as `cfg` says, from
+/// the host's netns (the caller's thread's). On failure, nothing is left on the host (the
+/// veth, with its routes and filters, is deleted). Routed partitions reach beyond the host
+/// only if it forwards (`net.ipv4.ip_forward=1`), which is the hoster's choice.
 pub fn setup(partition: &str, cfg: &NetworkConfig, init_pid: i32) -> Result<(), NetworkError> {
     let cidrs = cfg.cidrs()?;
     let netns = Netns::of(init_pid)?;
@@ -545,8 +548,8 @@ fn nft_table(dev: &str) -> String {
 /// police first, then accept only the partition's own IPv4 sources and ARP sender
 /// addresses; the policy drops everything else (other sources, IPv6, other ethertypes: the
 /// partition is IPv4-only). It replaces a stale table of the same name in one transaction
-/// (since Linux 6.x a netdev chain outlives its device, and re-attaches to a new device of
-/// the same name).
+/// (on recent kernels, 6.18 here, a netdev chain outlives its device, and would re-attach
+/// to a new device of the same name).
 fn nft_script(dev: &str, cidrs: &[Cidr], egress_mbit: Option<u32>) -> String {
     let table = nft_table(dev);
     let addrs = cidrs
@@ -593,11 +596,11 @@ fn run_nft(script: &str) -> Result<(), NetworkError> {
                 tool(format!("starting it: {e}"))
             }
         })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| tool(format!("writing its commands: {e}")))?;
-    }
+    // A write error (nft quit early) is reported after its own message, which says why.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(script.as_bytes()),
+        None => Ok(()),
+    };
     let out = child
         .wait_with_output()
         .map_err(|e| tool(format!("waiting for it: {e}")))?;
@@ -608,7 +611,7 @@ fn run_nft(script: &str) -> Result<(), NetworkError> {
             out.status
         )));
     }
-    Ok(())
+    written.map_err(|e| tool(format!("writing its commands: {e}")))
 }
 
 fn install_filters(
@@ -644,9 +647,18 @@ struct Netns {
 }
 
 impl Netns {
+    /// Opens the netns of `pid`, refusing the caller's own: configuring that would put
+    /// the partition's addresses and routes on the host.
     fn of(pid: i32) -> Result<Self, NetworkError> {
-        let file = File::open(format!("/proc/{pid}/ns/net"))
-            .map_err(|source| NetworkError::Netns { pid, source })?;
+        let err = |source| NetworkError::Netns { pid, source };
+        let file = File::open(format!("/proc/{pid}/ns/net")).map_err(err)?;
+        let theirs = file.metadata().map_err(err)?;
+        let ours = std::fs::metadata("/proc/thread-self/ns/net").map_err(err)?;
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            return Err(err(io::Error::other(
+                "it is the host's own network namespace (the partition has none of its own)",
+            )));
+        }
         Ok(Netns { pid, file })
     }
 
@@ -960,7 +972,6 @@ impl Rtnl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
     use std::process::{Child, Output};
     use std::sync::{Mutex, MutexGuard};
     use std::time::{Duration, Instant};
@@ -1080,6 +1091,17 @@ mod tests {
         assert!(toml::from_str::<File>("[network]\nmode = \"Routed\"\n").is_err());
         let back = toml::to_string(&config(NetworkMode::Routed, &["10.0.0.2/32"])).unwrap();
         assert_eq!(back, "mode = \"routed\"\naddresses = [\"10.0.0.2/32\"]\n");
+    }
+
+    #[test]
+    fn the_callers_own_netns_is_refused() {
+        let pid = std::process::id() as i32;
+        let e = setup("x", &NetworkConfig::default(), pid).unwrap_err();
+        assert!(
+            e.to_string().contains("host's own network namespace"),
+            "{e}"
+        );
+        assert!(addresses(pid).is_empty());
     }
 
     #[test]
