@@ -14,6 +14,7 @@ pub mod idshift;
 pub mod lxcfs;
 pub mod manager;
 pub mod monitor;
+pub mod network;
 pub mod paths;
 pub mod spec;
 pub mod stats;
