@@ -689,3 +689,170 @@ fn the_monitor_serves_the_console_restarts_crashes_and_reboots_and_autostarts() 
     v.run(&["destroy", &name]).ok();
     v.assert_gone(&name);
 }
+
+/// A host bridge for the network test, removed on drop.
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+fn sh(script: &str) -> Run {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh");
+    Run {
+        out,
+        what: script.to_string(),
+    }
+}
+
+#[test]
+fn partitions_talk_over_a_bridge_and_a_routed_link_and_cannot_spoof() {
+    let Some(mut v) = Vps::new() else {
+        return;
+    };
+    for tool in ["/usr/sbin/nft", "/usr/bin/ping"] {
+        if !Path::new(tool).exists() {
+            skipped(&format!(
+                "{tool} missing (Debian packages nftables, iputils-ping)"
+            ));
+            return;
+        }
+    }
+    // Addresses of this test run's own: 10.(200+pid%50).(pid/50%250).0/24 for the bridge,
+    // the next /16's for the routed partition.
+    let pid = std::process::id();
+    let (a, b) = (200 + pid % 25, (pid / 25) % 250);
+    let net = format!("10.{a}.{b}");
+    let routed_ip = format!("10.{}.{b}.2", a + 25);
+    let br = Bridge(format!("hvbt{}", pid % 100_000));
+    sh(&format!(
+        "ip link add {0} type bridge && ip addr add {net}.1/24 dev {0} && ip link set {0} up",
+        br.0
+    ))
+    .ok();
+
+    let (n1, n2, r1) = (v.name("n1"), v.name("n2"), v.name("r1"));
+    for (n, ip) in [(&n1, 2), (&n2, 3)] {
+        let cidr = format!("{net}.{ip}/24");
+        let gw = format!("{net}.1");
+        v.run(&[
+            "create",
+            n,
+            "--template",
+            "debian",
+            "--disk",
+            "768M",
+            "--net",
+            "bridge",
+            "--bridge",
+            &br.0,
+            "--ip",
+            &cidr,
+            "--gateway",
+            &gw,
+        ])
+        .ok();
+    }
+    let r_cidr = format!("{routed_ip}/32");
+    v.run(&[
+        "create",
+        &r1,
+        "--template",
+        "debian",
+        "--disk",
+        "768M",
+        "--net",
+        "routed",
+        "--ip",
+        &r_cidr,
+        "--egress-mbit",
+        "50",
+    ])
+    .ok();
+    v.run(&[
+        "create",
+        "bad-net",
+        "--template",
+        "debian",
+        "--net",
+        "routed",
+        "--ip",
+        "10.9.9.9/24",
+    ])
+    .fails_with("network");
+    for n in [&n1, &n2, &r1] {
+        v.run(&["start", n, "--wait"]).ok();
+    }
+    let ping = |from: &str, to: &str| v.enter(from, &format!("ping -c1 -W2 {to}"));
+    // Partition to partition, partition to host, host to partition; the routed one too.
+    ping(&n1, &format!("{net}.3")).ok();
+    ping(&n2, &format!("{net}.1")).ok();
+    sh(&format!("ping -c1 -W2 {net}.2")).ok();
+    sh(&format!("ping -c1 -W2 {routed_ip}")).ok();
+    ping(&r1, &format!("{net}.1")).ok();
+    let list = v.run(&["list"]);
+    assert!(
+        list.stdout()
+            .lines()
+            .any(|l| l.starts_with(&n1) && l.contains(&format!("{net}.2"))),
+        "list shows no address: {list}"
+    );
+    // Spoofing: an address the partition was not given gets nowhere.
+    let spoof = |n: &str, addr: &str, prefix: &str, to: &str| {
+        v.enter(
+            n,
+            &format!("ip addr add {addr}/{prefix} dev eth0 && ping -c1 -W2 -I {addr} {to}"),
+        )
+    };
+    let r = spoof(&n1, &format!("{net}.99"), "24", &format!("{net}.1"));
+    assert!(
+        !r.out.status.success(),
+        "a spoofed source reached the host: {r}"
+    );
+    let r = spoof(
+        &r1,
+        &format!("10.{}.{b}.99", a + 25),
+        "32",
+        &format!("{net}.1"),
+    );
+    assert!(
+        !r.out.status.success(),
+        "a spoofed source left the routed partition: {r}"
+    );
+    // And the real address still works after the attempt.
+    ping(&n1, &format!("{net}.1")).ok();
+    // The routed partition's outgoing traffic is policed at 50 Mbit/s on the host.
+    let veth = hull_vps::network::host_veth_name(&r1);
+    let rules = sh(&format!("nft list table netdev hull_{veth}"));
+    rules.ok();
+    assert!(
+        rules
+            .stdout()
+            .contains("limit rate over 6250000 bytes/second"),
+        "{rules}"
+    );
+
+    let veths: Vec<String> = [&n1, &n2, &r1]
+        .iter()
+        .map(|n| hull_vps::network::host_veth_name(n))
+        .collect();
+    for n in [&n1, &n2, &r1] {
+        v.run(&["destroy", n]).ok();
+        v.assert_gone(n);
+    }
+    for veth in veths {
+        assert!(
+            !Path::new("/sys/class/net").join(&veth).exists(),
+            "veth {veth} left"
+        );
+        let t = sh(&format!("nft list table netdev hull_{veth}"));
+        assert!(!t.out.status.success(), "nft table hull_{veth} left");
+    }
+    let r = sh(&format!("ip route show {routed_ip}"));
+    assert_eq!(r.stdout(), "", "host route to the routed partition left");
+}

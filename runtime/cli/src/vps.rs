@@ -135,6 +135,21 @@ pub struct CreateArgs {
     /// Start it with the host (hull vps start --all-autostart).
     #[arg(long)]
     autostart: bool,
+    /// Its network: none (loopback only), bridge (a port of --bridge), routed (/32s).
+    #[arg(long, value_parser = ["none", "bridge", "routed"], default_value = "none")]
+    net: String,
+    /// bridge mode: the existing host bridge.
+    #[arg(long)]
+    bridge: Option<String>,
+    /// An IPv4 address with prefix (repeatable); routed mode: /32.
+    #[arg(long)]
+    ip: Vec<String>,
+    /// bridge mode: the default route's gateway.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Limit of its outgoing traffic, Mbit/s (policed on the host).
+    #[arg(long)]
+    egress_mbit: Option<u32>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -209,6 +224,17 @@ pub fn execute(cmd: &VpsCommand) -> Result<i32, hull_vps::Error> {
                 resources,
                 autostart: a.autostart,
                 restart: l.restart.unwrap_or_default(),
+                network: hull_vps::network::NetworkConfig {
+                    mode: match a.net.as_str() {
+                        "bridge" => hull_vps::network::NetworkMode::Bridge,
+                        "routed" => hull_vps::network::NetworkMode::Routed,
+                        _ => hull_vps::network::NetworkMode::None,
+                    },
+                    bridge: a.bridge.clone(),
+                    addresses: a.ip.clone(),
+                    gateway: a.gateway.clone(),
+                    egress_mbit: a.egress_mbit,
+                },
             })?;
             println!(
                 "partition {} created: disk {}, ids {}..{} (config {})",

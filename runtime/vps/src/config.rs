@@ -37,7 +37,7 @@ pub struct PartitionConfig {
     #[serde(default)]
     pub resources: Resources,
     #[serde(default)]
-    pub network: Network,
+    pub network: crate::network::NetworkConfig,
 }
 
 fn default_stop_timeout() -> u64 {
@@ -88,21 +88,6 @@ pub struct Resources {
     pub io_write_bps: Vec<String>,
     /// Size of the root disk image (a hard limit; grows online with `hull vps set --disk`).
     pub disk: Size,
-}
-
-/// The partition's network. `none`: its own namespace with loopback only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Network {
-    #[serde(default)]
-    pub mode: NetworkMode,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NetworkMode {
-    #[default]
-    None,
 }
 
 /// A byte count written with an optional binary suffix (`K`, `M`, `G`, `T`; `512M`).
@@ -303,6 +288,10 @@ impl PartitionConfig {
         if r.disk.0 < 256 << 20 {
             return bad("resources.disk", format!("{} is below 256M", r.disk));
         }
+        self.network.validate().map_err(|e| Error::Invalid {
+            what: "network".into(),
+            reason: e.to_string(),
+        })?;
         if self.stop_timeout == 0 || self.stop_timeout > 3600 {
             return bad(
                 "stop_timeout",
@@ -345,7 +334,7 @@ mod tests {
                 disk: Size(2 << 30),
                 ..Default::default()
             },
-            network: Network::default(),
+            network: Default::default(),
         }
     }
 

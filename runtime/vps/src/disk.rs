@@ -399,10 +399,15 @@ pub fn unmount(target: &Path, lazy: bool) -> Result<()> {
     let device = entry.source;
     // Autoclear frees the device at the last close, normally within umount itself; a
     // lazily detached mount keeps it until its last user is gone.
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !lazy && loop_backing(&device)? == Some(backing) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The kernel releases the device asynchronously, later still while network
+    // namespaces are being torn down (seen: over 500 ms): wait up to 5 s.
+    let wait_released = |deadline: Instant| -> Result<()> {
+        while !lazy && loop_backing(&device)? == Some(backing) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    };
+    wait_released(Instant::now() + Duration::from_secs(5))?;
     if loop_backing(&device)? == Some(backing) {
         // On a device still open this only sets autoclear: harmless, and it covers a
         // device attached without it.
@@ -412,6 +417,7 @@ pub fn unmount(target: &Path, lazy: bool) -> Result<()> {
             Err(e) => return Err(sys_err("LOOP_CLR_FD", &device)(e)),
         }
         drop(fd);
+        wait_released(Instant::now() + Duration::from_secs(5))?;
         if !lazy && loop_backing(&device)? == Some(backing) {
             return Err(DiskError::StillAttached {
                 device,

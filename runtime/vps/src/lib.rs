@@ -57,6 +57,8 @@ pub enum Error {
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
     #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
     Shift(#[from] idshift::IdShiftError),
 }
 

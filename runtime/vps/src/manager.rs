@@ -37,6 +37,7 @@ pub struct CreateRequest {
     pub resources: Resources,
     pub autostart: bool,
     pub restart: RestartPolicy,
+    pub network: crate::network::NetworkConfig,
 }
 
 /// Changes of `hull vps set`; None leaves a value as it is.
@@ -171,7 +172,7 @@ impl Manager {
             restart: req.restart,
             stop_timeout: 60,
             resources: req.resources.clone(),
-            network: Default::default(),
+            network: req.network.clone(),
         };
         cfg.validate()?;
         let image = disk::DiskImage::create(&paths.disk, cfg.resources.disk.0)?;
@@ -328,6 +329,7 @@ impl Manager {
         if crate::manager::mounted(&paths.root) {
             let _ = disk::unmount(&paths.root, false).or_else(|_| disk::unmount(&paths.root, true));
         }
+        let _ = crate::network::teardown(&paths.name);
         let _ = std::fs::remove_dir_all(&paths.run);
     }
 
@@ -360,7 +362,9 @@ impl Manager {
             state,
             ready: running.is_some_and(|s| s.ready),
             autostart: cfg.autostart,
-            ips: running.map(|s| addresses(s.init_pid)).unwrap_or_default(),
+            ips: running
+                .map(|s| crate::network::addresses(s.init_pid))
+                .unwrap_or_default(),
             uptime: running.map(|s| now().saturating_sub(s.since)),
             memory_used,
             memory_limit,
@@ -665,27 +669,4 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The partition's global IPv4/IPv6 addresses, read in its network namespace through
-/// /proc/PID/net (no need to enter it).
-fn addresses(init_pid: i32) -> Vec<String> {
-    let mut out = Vec::new();
-    // IPv4: /proc/PID/net/fib_trie lists local addresses as "/32 host LOCAL" leaves.
-    if let Ok(trie) = std::fs::read_to_string(format!("/proc/{init_pid}/net/fib_trie")) {
-        let mut last_ip: Option<&str> = None;
-        for line in trie.lines() {
-            let t = line.trim_start();
-            if let Some(rest) = t.strip_prefix("|-- ") {
-                last_ip = Some(rest.trim());
-            } else if t.starts_with("/32 host LOCAL") {
-                if let Some(ip) = last_ip {
-                    if !ip.starts_with("127.") && !out.iter().any(|o| o == ip) {
-                        out.push(ip.to_string());
-                    }
-                }
-            }
-        }
-    }
-    out
 }

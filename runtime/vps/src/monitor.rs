@@ -341,6 +341,9 @@ impl Monitor {
             if let Err(e) = self.runtime.delete(&self.id, true) {
                 tracing::warn!("deleting container {}: {e}", self.id);
             }
+            if let Err(e) = crate::network::teardown(&self.paths.name) {
+                tracing::warn!("removing the network of {}: {e}", self.paths.name);
+            }
             tracing::info!(partition = %self.paths.name, %exit, "partition stopped");
             if self.stop_requested || !restart_wanted(cfg.restart, exit) {
                 return Ok(());
@@ -397,7 +400,15 @@ impl Monitor {
             .ok()
             .flatten()
             .ok_or_else(|| monitor_err(&p.name, "the partition's init vanished".into()))?;
+        // The network goes into the partition's namespace before systemd starts.
+        if let Err(e) = crate::network::setup(&p.name, &cfg.network, created.pid.as_raw()) {
+            let _ = self.runtime.delete(&self.id, true);
+            let _ = waitpid(created.pid, None);
+            let _ = crate::network::teardown(&p.name);
+            return Err(e.into());
+        }
         if let Err(e) = self.runtime.start(&self.id) {
+            let _ = crate::network::teardown(&p.name);
             let _ = self.runtime.delete(&self.id, true);
             let _ = waitpid(created.pid, None);
             return Err(e.into());
@@ -624,6 +635,7 @@ impl Monitor {
         if self.runtime.state(&self.id).is_ok() {
             let _ = self.runtime.delete(&self.id, true);
         }
+        let _ = crate::network::teardown(&self.paths.name);
         if crate::manager::mounted(&self.paths.root) {
             if let Err(e) = disk::unmount(&self.paths.root, false) {
                 tracing::warn!("unmounting {}: {e}", self.paths.root.display());

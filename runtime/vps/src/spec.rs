@@ -198,7 +198,7 @@ pub fn resources(r: &Resources) -> Result<LinuxResources, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Network, RestartPolicy, Size};
+    use crate::config::{RestartPolicy, Size};
 
     fn cfg() -> PartitionConfig {
         PartitionConfig {
@@ -219,7 +219,7 @@ mod tests {
                 disk: Size(2 << 30),
                 ..Default::default()
             },
-            network: Network::default(),
+            network: Default::default(),
         }
     }
 
