@@ -260,11 +260,10 @@ fn a_host_listener_that_stopped_accepting_refuses_instead_of_stalling() {
     let port_path = dir.path().join(format!("v.sock_{HOST_PORT}"));
     // A listener with a tiny backlog that never accepts.
     let listener = UnixListener::bind(&port_path).unwrap();
-    // SAFETY: re-listen with backlog 0 on our own socket.
-    assert_eq!(
-        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) },
-        0
-    );
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // SAFETY: re-listen with backlog 0 on our own, open socket.
+    let rc = unsafe { libc::listen(fd, 0) };
+    assert_eq!(rc, 0);
     let mut m = Muxer::new(GUEST_CID, uds).unwrap();
     let t0 = Instant::now();
     let mut ops = Vec::new();

@@ -66,8 +66,8 @@ impl Drop for ChildGuard {
 
 /// Send a signal to one pid we own.
 pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) with a specific positive pid.
     if pid > 0 {
+        // SAFETY: kill(2) with a specific positive pid touches no memory of ours.
         unsafe { libc::kill(pid, sig) };
     }
 }

@@ -318,6 +318,7 @@ unsafe fn child(
 ) -> ! {
     // SAFETY (whole body): each call is a raw async-signal-safe syscall wrapper on values that
     // stay valid in the child's copy of the parent's memory.
+    #[allow(clippy::undocumented_unsafe_blocks)] // the comment above covers the block
     unsafe {
         // Rust ignores SIGPIPE and the agent may block signals; an exec'd program must start
         // from the defaults, and ignored dispositions survive execve.
