@@ -76,23 +76,29 @@ impl Layout {
         Ok(Self::parse(&text))
     }
 
-    /// Parses mountinfo text (proc(5)). The first mount of each hierarchy wins.
+    /// Parses mountinfo text (proc(5)). The first visible mount of each hierarchy wins; a
+    /// mount that a later mount covers (at its mount point or above, e.g. a tmpfs over
+    /// /sys/fs/cgroup/unified) is not visible and is skipped.
     pub fn parse(mountinfo: &str) -> Self {
         let mut layout = Layout::default();
-        for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
+        let entries: Vec<(PathBuf, &str, &str)> = mountinfo
+            .lines()
+            .filter_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                let mountpoint = left.split(' ').nth(4)?;
+                let mut right = right.split(' ');
+                let (fstype, _source, opts) = (right.next()?, right.next()?, right.next()?);
+                Some((PathBuf::from(unescape(mountpoint)), fstype, opts))
+            })
+            .collect();
+        for (i, (mountpoint, fstype, opts)) in entries.iter().enumerate() {
+            let (mountpoint, fstype, opts) = (mountpoint.clone(), *fstype, *opts);
+            if entries[i + 1..]
+                .iter()
+                .any(|(later, _, _)| mountpoint.starts_with(later))
+            {
                 continue;
-            };
-            let Some(mountpoint) = left.split(' ').nth(4) else {
-                continue;
-            };
-            let mut right = right.split(' ');
-            let (Some(fstype), Some(_source), Some(opts)) =
-                (right.next(), right.next(), right.next())
-            else {
-                continue;
-            };
-            let mountpoint = PathBuf::from(unescape(mountpoint));
+            }
             match fstype {
                 "cgroup2" if layout.unified.is_none() => layout.unified = Some(mountpoint),
                 "cgroup" => {

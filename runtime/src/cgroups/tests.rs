@@ -118,6 +118,29 @@ fn layout_parses_hybrid() {
 }
 
 #[test]
+fn a_covered_cgroup_mount_is_not_a_hierarchy() {
+    // A tmpfs over /sys/fs/cgroup/unified (how one measures crun on a hybrid host) hides
+    // the cgroup2 mount: the host is then cgroup v1 only.
+    let covered = format!("{HYBRID}120 31 0:90 / /sys/fs/cgroup/unified rw - tmpfs tmpfs rw\n");
+    let l = Layout::parse(&covered);
+    assert_eq!(l.unified, None, "{l:?}");
+    assert_eq!(l.mode().unwrap(), Mode::V1);
+    // A tmpfs over the whole tree hides every hierarchy under it.
+    let all = format!("{HYBRID}121 22 0:91 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n");
+    let l = Layout::parse(&all);
+    assert_eq!(l.unified, None);
+    let points: Vec<&Path> = l.v1.iter().map(|h| h.mountpoint.as_path()).collect();
+    assert_eq!(
+        points,
+        [Path::new("/mnt/again")],
+        "only the mount outside stays"
+    );
+    // A mount below a hierarchy's mount point does not hide it.
+    let below = format!("{HYBRID}122 41 0:92 / /sys/fs/cgroup/unified/x rw - tmpfs tmpfs rw\n");
+    assert!(Layout::parse(&below).unified.is_some());
+}
+
+#[test]
 fn layout_parses_v1_comounts_and_v2() {
     let v1 = Layout::parse(
         "29 26 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct\n\
