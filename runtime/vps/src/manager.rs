@@ -1,7 +1,7 @@
 //! The operations of `hull vps`: create, start, stop, set, destroy, ... on partitions.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -216,7 +216,8 @@ impl Manager {
     /// (hull itself), and return once the partition runs — or with the reason it failed.
     /// With `wait_ready`, also wait for systemd's READY=1.
     pub fn start(&self, name: &str, exe: &Path, wait_ready: bool) -> Result<(), Error> {
-        let (paths, cfg) = self.existing(name)?;
+        // Loaded (and so checked) here for a clear error; the monitor reads it again.
+        let (paths, _) = self.existing(name)?;
         if let Some(st) = self.live_status(&paths) {
             return Err(Error::WrongState {
                 name: name.into(),
@@ -234,7 +235,9 @@ impl Manager {
             .map_err(io("opening", &log_path))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = std::process::Command::new(exe);
+        // A daemon: its own session, in /, holding no terminal and no directory of ours.
         cmd.args(["vps", "monitor", name])
+            .current_dir("/")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log);
@@ -284,7 +287,6 @@ impl Manager {
                     ),
                 });
             }
-            let _ = cfg; // the config was checked above; the monitor reads it again.
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -654,7 +656,6 @@ impl Manager {
         }
         let _ = std::io::stdout().flush();
         eprintln!("\r\nDetached from the console of partition {name}.\r");
-        let _ = s.as_raw_fd();
         Ok(())
     }
 }
