@@ -621,6 +621,21 @@ fn the_monitor_serves_the_console_restarts_crashes_and_reboots_and_autostarts() 
     .ok();
     v.run(&["start", &name, "--wait"]).ok();
 
+    // A host process cannot speak for the partition's systemd on its notify socket.
+    let notify = v
+        .base
+        .path()
+        .join("run")
+        .join(&name)
+        .join("notify/notify.sock");
+    let forger = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    forger
+        .send_to(b"STATUS=forged by the host\n", &notify)
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    let st = v.status(&name);
+    assert_ne!(st["message"], "forged by the host", "{st}");
+
     // The console: the getty's prompt, and Ctrl-] detaches.
     let mut c = v.cmd(&["console", &name]);
     c.stdin(Stdio::piped())

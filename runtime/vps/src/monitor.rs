@@ -296,8 +296,8 @@ fn monitor_err(name: &str, detail: String) -> Error {
 }
 
 /// The datagram socket systemd reports readiness to, in a directory bound into the
-/// partition, writable by the partition's root (a host id of its range). Only what it says
-/// about readiness is taken from it.
+/// partition, writable by the partition's root (a host id of its range). Host users can
+/// reach it too (the run directory is searchable); the monitor checks each sender.
 fn notify_socket(paths: &PartitionPaths) -> Result<UnixDatagram, Error> {
     std::fs::create_dir_all(&paths.notify_dir).map_err(io("creating", &paths.notify_dir))?;
     std::fs::set_permissions(&paths.notify_dir, std::fs::Permissions::from_mode(0o755))
@@ -309,6 +309,8 @@ fn notify_socket(paths: &PartitionPaths) -> Result<UnixDatagram, Error> {
         .map_err(io("chmod", &path))?;
     sock.set_nonblocking(true)
         .map_err(io("configuring", &path))?;
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(|e| io("configuring", &path)(e.into()))?;
     Ok(sock)
 }
 
@@ -571,9 +573,42 @@ impl Monitor {
         }
     }
 
+    /// Readiness from systemd. The socket is reachable from the host too (see
+    /// [`notify_socket`]): only datagrams whose sender (SCM_CREDENTIALS, checked by the
+    /// kernel) is in the partition's pid namespace count.
     fn read_notify(&mut self) {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
         let mut buf = [0u8; 4096];
-        while let Ok(n) = self.notify.recv(&mut buf) {
+        let partition_ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.status.init_pid));
+        loop {
+            let mut cmsg = nix::cmsg_space!(UnixCredentials);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let Ok(msg) = recvmsg::<()>(
+                self.notify.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            ) else {
+                break;
+            };
+            let n = msg.bytes;
+            let sender = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                    _ => None,
+                })
+            });
+            let inside = sender.is_some_and(|pid| {
+                let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid"));
+                matches!((&ns, &partition_ns), (Ok(a), Ok(b)) if a == b)
+            });
+            if !inside {
+                tracing::debug!(
+                    ?sender,
+                    "notify datagram from outside the partition ignored"
+                );
+                continue;
+            }
             let text = String::from_utf8_lossy(&buf[..n]);
             for line in text.lines() {
                 if line == "READY=1" {
