@@ -316,9 +316,15 @@ unsafe fn child(
     terminal: bool,
     err_fd: RawFd,
 ) -> ! {
-    // SAFETY (whole body): each call is a raw async-signal-safe syscall wrapper on values that
-    // stay valid in the child's copy of the parent's memory.
-    #[allow(clippy::undocumented_unsafe_blocks)] // the comment above covers the block
+    // SAFETY: by this function's contract we are the only thread of a freshly forked child, so
+    // only async-signal-safe calls are made: libc's thin syscall wrappers, no allocation, no
+    // locks. Every pointer handed to the kernel is valid for the call: `set` is a local (an
+    // all-zero sigset_t is a valid value), `lim` points into `p.rlimits` (a #[repr(C)] struct
+    // matching the kernel's rlimit64), `root`, `cwd` and `candidates` are NUL-terminated
+    // CStrings, `p.groups` is read for exactly `len()` entries, and `argv`/`envp` are
+    // null-terminated arrays (`ptrs`) of pointers into `p`'s CStrings; all of it lives in the
+    // child's copy of the parent's memory until execve or `fail` ends this image. Writing
+    // through __errno_location writes this thread's own errno slot.
     unsafe {
         // Rust ignores SIGPIPE and the agent may block signals; an exec'd program must start
         // from the defaults, and ignored dispositions survive execve.
