@@ -193,6 +193,8 @@ fn pty_peer(master: &OwnedFd) -> Option<OwnedFd> {
 
 /// `hull vps monitor NAME`: run partition `name` until it is stopped. Returns when it is.
 pub fn run(dirs: &Dirs, name: &str) -> Result<(), Error> {
+    // A name from the command line becomes paths: checked like every other command's.
+    crate::config::validate_name(name)?;
     let paths = dirs.partition(name);
     std::fs::create_dir_all(&paths.run).map_err(io("creating", &paths.run))?;
     // Search-only for others: the partition's init (an unprivileged host id) resolves the
