@@ -42,12 +42,37 @@ pub fn mounted(dir: &Path) -> bool {
     })
 }
 
+/// Whether the lxcfs at `dir` answers: a FUSE mount whose daemon died stays in the mount
+/// table, but every access to it fails with ENOTCONN.
+pub fn serving(dir: &Path) -> bool {
+    mounted(dir) && std::fs::read(dir.join("proc/uptime")).is_ok()
+}
+
 /// The lxcfs mount point, started now if no lxcfs serves it. Errors name what is missing
 /// (the program, /dev/fuse).
 pub fn ensure() -> Result<PathBuf, Error> {
     let dir = PathBuf::from(MOUNTPOINT);
-    if mounted(&dir) {
-        return Ok(dir);
+    ensure_at(&dir, Path::new(PIDFILE))?;
+    Ok(dir)
+}
+
+/// Where the lxcfs hull starts keeps its pid (lxcfs locks it: a second one refuses to run).
+pub const PIDFILE: &str = "/run/hull-lxcfs.pid";
+
+/// [`ensure`] for any mount point and pid file (tests use their own).
+pub fn ensure_at(dir: &Path, pidfile: &Path) -> Result<(), Error> {
+    if serving(dir) {
+        return Ok(());
+    }
+    if mounted(dir) {
+        // Its daemon died (killed, crashed, or started by a package script in a session
+        // that has ended): binding its files would give partitions the host's figures or
+        // ENOTCONN. Detach the dead mount and start a new one.
+        tracing::warn!("lxcfs on {} no longer answers: remounting", dir.display());
+        nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::Tool {
+            program: "lxcfs".into(),
+            detail: format!("unmounting the dead lxcfs on {}: {e}", dir.display()),
+        })?;
     }
     if !Path::new("/dev/fuse").exists() {
         return Err(Error::Tool {
@@ -55,14 +80,55 @@ pub fn ensure() -> Result<PathBuf, Error> {
             detail: "/dev/fuse is missing (the fuse kernel module)".into(),
         });
     }
-    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let t0 = Instant::now();
+    let deadline = Duration::from_secs(10);
+    let mut child = spawn(dir, pidfile)?;
+    while !serving(dir) {
+        if let Ok(Some(st)) = child.try_wait() {
+            if !serving(dir) {
+                // An lxcfs that is shutting down (SIGTERM: it unmounts, then exits) still
+                // holds the pid file's lock for a moment, and the new one exits: try again
+                // until the deadline.
+                if t0.elapsed() > deadline {
+                    return Err(Error::Tool {
+                        program: "lxcfs".into(),
+                        detail: format!("exited with {st} (see /var/log/hull-lxcfs.log)"),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                child = spawn(dir, pidfile)?;
+                continue;
+            }
+        }
+        if t0.elapsed() > deadline {
+            return Err(Error::Tool {
+                program: "lxcfs".into(),
+                detail: format!(
+                    "{} not mounted after 10 s (see /var/log/hull-lxcfs.log)",
+                    dir.display()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // lxcfs without -f stays in the foreground in some builds: leave it running either way
+    // (dropping a Child neither kills nor waits for it).
+    drop(child);
+    tracing::info!("started lxcfs on {}", dir.display());
+    Ok(())
+}
+
+/// Starts lxcfs on `dir`, in a session of its own, its messages appended to
+/// /var/log/hull-lxcfs.log.
+fn spawn(dir: &Path, pidfile: &Path) -> Result<std::process::Child, Error> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open("/var/log/hull-lxcfs.log")
         .map_err(io("opening", "/var/log/hull-lxcfs.log"))?;
-    // loadavg and CPU views from the cgroup; pidfds against pid reuse. lxcfs detaches by
-    // itself unless -f; its pid file keeps a second one from starting.
+    // loadavg and CPU views from the cgroup; pidfds against pid reuse. Its pid file keeps a
+    // second one from starting.
     let mut cmd = Command::new("lxcfs");
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -72,43 +138,17 @@ pub fn ensure() -> Result<PathBuf, Error> {
                 .map_err(std::io::Error::from)
         });
     }
-    let status = cmd
-        .args(["--enable-loadavg", "--enable-cfs", "--enable-pidfd"])
-        .arg("--pidfile=/run/hull-lxcfs.pid")
-        .arg(&dir)
+    cmd.args(["--enable-loadavg", "--enable-cfs", "--enable-pidfd"])
+        .arg(format!("--pidfile={}", pidfile.display()))
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
-        .spawn();
-    let mut child = status.map_err(|e| Error::Tool {
-        program: "lxcfs".into(),
-        detail: format!("{e} (Debian package lxcfs)"),
-    })?;
-    let t0 = Instant::now();
-    while !mounted(&dir) {
-        if let Ok(Some(st)) = child.try_wait() {
-            if !st.success() && !mounted(&dir) {
-                return Err(Error::Tool {
-                    program: "lxcfs".into(),
-                    detail: format!("exited with {st} (see /var/log/hull-lxcfs.log)"),
-                });
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            return Err(Error::Tool {
-                program: "lxcfs".into(),
-                detail: format!(
-                    "{MOUNTPOINT} not mounted after 10 s (see /var/log/hull-lxcfs.log)"
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // lxcfs without -f stays in the foreground in some builds: leave it running either way
-    // (dropping a Child neither kills nor waits for it).
-    drop(child);
-    tracing::info!("started lxcfs on {MOUNTPOINT}");
-    Ok(dir)
+        .spawn()
+        .map_err(|e| Error::Tool {
+            program: "lxcfs".into(),
+            detail: format!("{e} (Debian package lxcfs)"),
+        })
 }
 
 /// The bind mounts (OCI JSON) of lxcfs's files over the partition's `/proc` files.
