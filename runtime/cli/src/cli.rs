@@ -411,9 +411,14 @@ enum Command {
     /// The guest image VM containers (io.hull.isolation=vm) boot.
     #[command(name = "vm-image", subcommand)]
     VmImage(VmImageCommand),
-    /// VPS partitions: long-lived system containers with their own disk, limits and console.
-    #[command(subcommand)]
-    Vps(crate::vps::VpsCommand),
+    /// VPS partitions: long-lived system containers with their own disk, limits and console
+    /// (runs `hull-vps`, installed next to hull).
+    #[command(disable_help_flag = true)]
+    Vps {
+        /// `hull-vps`'s command line (`hull vps --help` lists it).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -496,9 +501,29 @@ pub fn main() -> i32 {
     }
 }
 
+/// `hull vps ARGS`: execs `hull-vps ARGS`, the binary installed next to this one (else the
+/// one on PATH). Returns only if that fails.
+fn exec_vps(debug: bool, args: &[std::ffi::OsString]) -> Error {
+    use std::os::unix::process::CommandExt;
+    let sibling = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("hull-vps")))
+        .filter(|p| p.exists());
+    let program = sibling.unwrap_or_else(|| PathBuf::from("hull-vps"));
+    let e = std::process::Command::new(&program)
+        .arg0("hull-vps")
+        .args(debug.then_some("--debug"))
+        .args(args)
+        .exec();
+    Error::Usage(format!(
+        "vps: cannot run {}: {e} (install hull-vps next to hull)",
+        program.display()
+    ))
+}
+
 fn execute(cli: &Cli) -> Result<i32, Error> {
-    if let Command::Vps(cmd) = &cli.command {
-        return crate::vps::execute(cmd).map_err(|e| Error::Usage(e.to_string()));
+    if let Command::Vps { args } = &cli.command {
+        return Err(exec_vps(cli.debug, args));
     }
     if cli.systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
         return Err(Error::Usage(
@@ -627,7 +652,7 @@ fn execute(cli: &Cli) -> Result<i32, Error> {
             .map_err(wr)?;
         }
         // Dispatched before the runtime is set up (above).
-        Command::Vps(_) => {}
+        Command::Vps { .. } => {}
         Command::VmImage(VmImageCommand::Show) => {
             let image = hull_runtime::vm::load_image()?;
             writeln!(

@@ -7,7 +7,6 @@
 
 mod cli;
 mod logging;
-mod vps;
 
 fn main() {
     // `hull init`, `hull vm-init`, `hull vm-exec`: before logging is set up on their stdio.

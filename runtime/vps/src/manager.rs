@@ -213,7 +213,7 @@ impl Manager {
     }
 
     /// `hull vps start`: start its monitor (detached: a session of its own) with `exe`
-    /// (hull itself), and return once the partition runs — or with the reason it failed.
+    /// (`hull-vps`, run as `hull-vps monitor NAME`), and return once the partition runs — or with the reason it failed.
     /// With `wait_ready`, also wait for systemd's READY=1.
     pub fn start(&self, name: &str, exe: &Path, wait_ready: bool) -> Result<(), Error> {
         // Loaded (and so checked) here for a clear error; the monitor reads it again.
@@ -236,7 +236,7 @@ impl Manager {
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = std::process::Command::new(exe);
         // A daemon: its own session, in /, holding no terminal and no directory of ours.
-        cmd.args(["vps", "monitor", name])
+        cmd.args(["monitor", name])
             .current_dir("/")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -1,4 +1,4 @@
-//! The monitor: one small process per running partition (`hull vps monitor NAME`, started
+//! The monitor: one small process per running partition (`hull-vps monitor NAME`, started
 //! detached by `hull vps start`), so a partition outlives the command that started it. It
 //! creates and starts the partition's container as its own child, holds the console pty
 //! (appending everything to `console.log` and relaying it to `hull vps console`), receives
@@ -191,7 +191,7 @@ fn pty_peer(master: &OwnedFd) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `hull vps monitor NAME`: run partition `name` until it is stopped. Returns when it is.
+/// `hull-vps monitor NAME`: run partition `name` until it is stopped. Returns when it is.
 pub fn run(dirs: &Dirs, name: &str) -> Result<(), Error> {
     // A name from the command line becomes paths: checked like every other command's.
     crate::config::validate_name(name)?;

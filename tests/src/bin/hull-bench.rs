@@ -55,6 +55,9 @@ struct Opts {
     out: Option<PathBuf>,
     unshare: bool,
     no_hyperfine: bool,
+    /// Exit 3 when hull's `run` or create→start→delete median exceeds crun's by more than
+    /// the run's own noise (`--guard`, for CI).
+    guard: bool,
 }
 
 fn usage() -> ! {
@@ -62,7 +65,7 @@ fn usage() -> ! {
         "usage: hull-bench [--quick] [--hull PATH] [--runc PATH] [--crun PATH]\n\
          \x20                 [--iterations N] [--warmup N] [--throughput 1,2,8,32]\n\
          \x20                 [--only run,cycle,exec,throughput,rss,size,containerd]\n\
-         \x20                 [--out FILE.md] [--no-unshare] [--no-hyperfine]\n\
+         \x20                 [--out FILE.md] [--no-unshare] [--no-hyperfine] [--guard]\n\
          \x20                 [--shim-dir DIR (of containerd-shim-hull-v2)]\n\
          Prints a Markdown table comparing hull, runc and crun. Must run as root."
     );
@@ -94,6 +97,7 @@ fn parse_opts() -> Opts {
         out: None,
         unshare: true,
         no_hyperfine: false,
+        guard: false,
     };
     let mut explicit_iters = None;
     let mut args = std::env::args().skip(1);
@@ -117,6 +121,7 @@ fn parse_opts() -> Opts {
             "--shim-dir" => o.shim_dir = Some(val().into()),
             "--no-unshare" => o.unshare = false,
             "--no-hyperfine" => o.no_hyperfine = true,
+            "--guard" => o.guard = true,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -133,6 +138,10 @@ fn parse_opts() -> Opts {
     if let Some(n) = explicit_iters {
         o.iterations = n;
         o.containerd_iterations = n;
+    }
+    if o.guard {
+        // A verdict needs a distribution: at least 20 samples of each guarded row.
+        o.iterations = o.iterations.max(20);
     }
     o
 }
@@ -664,6 +673,46 @@ fn render_table(rows: &[Row]) -> String {
     s
 }
 
+/// The regression guard (`--guard`): for the `run` and create→start→delete rows, hull's
+/// median may exceed crun's by no more than the run's own noise, the larger relative
+/// half-spread (p10–p90, or min–max under 10 samples) of the two. Times from one
+/// interleaved run, compared as a ratio, never against an absolute figure. Returns one
+/// verdict line per row and whether any failed.
+fn guard(rows: &[Row]) -> (Vec<String>, bool) {
+    let mut lines = vec![];
+    let mut failed = false;
+    for name in [RUN_ROW, CYCLE_ROW] {
+        let Some(r) = rows.iter().find(|r| r.name == name) else {
+            continue;
+        };
+        let (Cell::Dist(h), Cell::Dist(c)) = (&r.cells[Who::Hull.idx()], &r.cells[Who::Crun.idx()])
+        else {
+            lines.push(format!("{name}: no verdict (a runtime failed; see notes)"));
+            failed = true;
+            continue;
+        };
+        let half_spread = |s: &Samples| {
+            let (lo, hi) = if s.0.len() < 10 {
+                (s.min(), s.max())
+            } else {
+                (s.pct(10.0), s.pct(90.0))
+            };
+            (hi - lo) / 2.0 / s.median()
+        };
+        let noise = half_spread(h).max(half_spread(c));
+        let ratio = h.median() / c.median();
+        let ok = ratio <= 1.0 + noise;
+        failed |= !ok;
+        lines.push(format!(
+            "{name}: hull/crun {ratio:.2}, allowed up to {:.2} (noise ±{:.0}%): {}",
+            1.0 + noise,
+            noise * 100.0,
+            if ok { "ok" } else { "REGRESSION" }
+        ));
+    }
+    (lines, failed)
+}
+
 // ------------------------------------------------------------------------------------------
 // Benchmarks
 
@@ -699,11 +748,41 @@ impl Ctx {
     }
 }
 
-fn bench_run(cx: &mut Ctx) -> Row {
+const RUN_ROW: &str = "`run` /bin/true";
+const CYCLE_ROW: &str = "create → start → wait → delete";
+
+/// The kernel's floor for what `run` does: new mount, UTS, IPC, network and pid namespaces
+/// and a fork that execs /bin/true (util-linux `unshare`, itself a dynamic binary).
+const FLOOR: [&str; 7] = [
+    "--mount",
+    "--uts",
+    "--ipc",
+    "--net",
+    "--pid",
+    "--fork",
+    "/bin/true",
+];
+
+/// `run /bin/true` of each runtime, interleaved with the kernel floor (`unshare`); returns
+/// the `run` row and the row of each runtime's median over the floor's.
+fn bench_run(cx: &mut Ctx) -> Vec<Row> {
     let mut s: [Samples; 3] = Default::default();
     let mut failed: [Option<String>; 3] = Default::default();
+    let mut floor = Samples::default();
+    let mut floor_failed = None;
+    let floor_log = cx.rt(Who::Hull).errlog("unshare");
     let bp = cx.bundle_true.path().to_str().unwrap().to_string();
     for i in 0..cx.opts.warmup + cx.opts.iterations {
+        if floor_failed.is_none() {
+            let mut c = Command::new("unshare");
+            c.args(FLOOR);
+            let call = timed(c, &floor_log);
+            if !call.ok {
+                floor_failed = Some(call.err);
+            } else if i >= cx.opts.warmup {
+                floor.push(ms(call.wall));
+            }
+        }
         for w in order(i) {
             if failed[w.idx()].is_some() {
                 continue;
@@ -723,22 +802,53 @@ fn bench_run(cx: &mut Ctx) -> Row {
         reap_orphans();
     }
     let cells = cells_from(cx, "run", s, failed);
-    Row::new("`run` /bin/true", "ms", true, cells)
+    let over_floor: [Cell; 3] = std::array::from_fn(|i| match (&cells[i], &floor_failed) {
+        (_, Some(e)) => Cell::Na(format!("failed: unshare: {e}")),
+        (c, None) => match c.median() {
+            Some(m) => Cell::Value(m / floor.median()),
+            None => c.clone(),
+        },
+    });
+    vec![
+        Row::new(RUN_ROW, "ms", true, cells),
+        Row::new(
+            format!(
+                "`run` /bin/true ÷ kernel floor (`unshare {}`, interleaved: {} ms)",
+                FLOOR.join(" "),
+                Cell::Dist(floor).render(2)
+            ),
+            "×",
+            true,
+            over_floor,
+        )
+        .decimals(2)
+        .no_ratios(),
+    ]
 }
 
-/// Cross-check of the `run` row with hyperfine (`-N`: no shell; the same id is reused,
-/// `run` deletes its container on exit). Not interleaved: one runtime after the other.
+/// Rounds of hyperfine runs per runtime in the whole-process row.
+const HYPERFINE_ROUND: usize = 5;
+
+/// The `run` row as an outside observer times it: `hyperfine -N` (no shell) of the whole
+/// process, in rounds of 5 runs per runtime, the order rotated each round (the same id is
+/// reused: `run` deletes its container on exit). hull-bench's own loop times spawn → wait4
+/// of the same command; this row is the cross-check with the tool users measure with.
 fn bench_run_hyperfine(cx: &mut Ctx) -> Row {
     let mut cells: [Cell; 3] = [
-        Cell::Na(String::new()),
-        Cell::Na(String::new()),
-        Cell::Na(String::new()),
+        Cell::Dist(Samples::default()),
+        Cell::Dist(Samples::default()),
+        Cell::Dist(Samples::default()),
     ];
     let hf = Path::new("/usr/bin/hyperfine");
     let bp = cx.bundle_true.path().to_str().unwrap().to_string();
-    for w in ALL {
+    let per_round = HYPERFINE_ROUND.min(cx.opts.iterations.max(2));
+    let rounds = cx.opts.iterations.div_ceil(per_round).max(1);
+    for (round, w) in (0..rounds).flat_map(|r| order(r).map(move |w| (r, w))) {
         if !hf.exists() {
             cells[w.idx()] = Cell::Na("n/a (no hyperfine)".into());
+            continue;
+        }
+        if !matches!(cells[w.idx()], Cell::Dist(_)) {
             continue;
         }
         let rt = cx.rt(w);
@@ -751,9 +861,9 @@ fn bench_run_hyperfine(cx: &mut Ctx) -> Row {
         );
         let mut c = Command::new(hf);
         c.args(["-N", "--style", "none", "--warmup"])
-            .arg(cx.opts.warmup.to_string())
+            .arg(if round == 0 { cx.opts.warmup } else { 1 }.to_string())
             .arg("--runs")
-            .arg(cx.opts.iterations.max(2).to_string())
+            .arg(per_round.to_string())
             .arg("--export-json")
             .arg(&json)
             .arg(&cmdline);
@@ -770,16 +880,18 @@ fn bench_run_hyperfine(cx: &mut Ctx) -> Row {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let mut s = Samples::default();
-        for t in v["results"][0]["times"].as_array().into_iter().flatten() {
-            if let Some(t) = t.as_f64() {
-                s.push(t * 1e3);
+        if let Cell::Dist(s) = &mut cells[w.idx()] {
+            for t in v["results"][0]["times"].as_array().into_iter().flatten() {
+                if let Some(t) = t.as_f64() {
+                    s.push(t * 1e3);
+                }
             }
         }
-        cells[w.idx()] = Cell::Dist(s);
     }
     Row::new(
-        "`run` /bin/true (hyperfine -N, not interleaved)",
+        format!(
+            "`run` /bin/true, whole process (hyperfine -N, {rounds} rotated rounds of {per_round})"
+        ),
         "ms",
         true,
         cells,
@@ -834,7 +946,7 @@ fn bench_cycle(cx: &mut Ctx) -> Vec<Row> {
     let f2 = failed.clone();
     vec![
         Row::new(
-            "create → start → wait → delete",
+            CYCLE_ROW,
             "ms",
             true,
             cells_from(cx, "cycle", total, failed),
@@ -1241,21 +1353,43 @@ impl CdEnv {
         let _ = self.cd.ctr(&["container", "delete", id]);
     }
 
-    /// `ctr run -d` a sleeping container through `via`, read the VmRSS (MiB) of the shim
-    /// serving it (the parent of its init), remove it.
-    fn shim_rss(&self, via: Via) -> Result<f64, String> {
-        let id = unique("bench-cd-rss");
-        let c = self.timed_ctr(&self.run_args(via, &["-d"], &id, &["sleep", "100000"]));
-        let r = if c.ok {
-            self.shim_rss_of(via, &id)
-        } else {
-            Err(c.err)
-        };
-        self.remove(&id);
+    /// `ctr run -d` `n` sleeping containers through `via`, then the memory of the shims
+    /// serving them (the distinct parents of their inits) per container: (VmRSS, Pss) in
+    /// MiB, Pss from smaps_rollup (shared pages divided among the processes mapping them).
+    /// Removes the containers.
+    fn shim_mem(&self, via: Via, n: usize) -> Result<(f64, f64), String> {
+        let ids: Vec<String> = (0..n).map(|_| unique("bench-cd-mem")).collect();
+        let mut started = vec![];
+        let mut r = Ok(());
+        for id in &ids {
+            let c = self.timed_ctr(&self.run_args(via, &["-d"], id, &["sleep", "100000"]));
+            started.push(id);
+            if !c.ok {
+                r = Err(c.err);
+                break;
+            }
+        }
+        let r = r.and_then(|()| {
+            let mut shims = std::collections::BTreeSet::new();
+            for id in &ids {
+                shims.insert(self.shim_of(via, id)?);
+            }
+            let (mut rss, mut pss) = (0.0, 0.0);
+            for pid in &shims {
+                rss += kib_field(&format!("/proc/{pid}/status"), "VmRSS:")?;
+                pss += kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")?;
+            }
+            Ok((rss / 1024.0 / n as f64, pss / 1024.0 / n as f64))
+        });
+        for id in started {
+            self.remove(id);
+        }
         r
     }
 
-    fn shim_rss_of(&self, via: Via, id: &str) -> Result<f64, String> {
+    /// The pid of the shim serving task `id` (the parent of its init), checked to be one of
+    /// our containerd's shims and the binary `via` names.
+    fn shim_of(&self, via: Via, id: &str) -> Result<i32, String> {
         let ls = self.cd.ctr(&["task", "ls"]);
         let pid: i32 = ls
             .stdout
@@ -1286,15 +1420,18 @@ impl CdEnv {
         if !exe.ends_with(want) {
             return Err(format!("shim {ppid} is {exe:?}, not {want}"));
         }
-        let status = std::fs::read_to_string(format!("/proc/{ppid}/status"))
-            .map_err(|e| format!("/proc/{ppid}/status: {e}"))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .ok_or_else(|| format!("no VmRSS for shim {ppid}"))?;
-        Ok(kib / 1024.0)
+        Ok(ppid)
     }
+}
+
+/// A "Field:  N kB" line of a /proc file, in KiB.
+fn kib_field(path: &str, field: &str) -> Result<f64, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("{path}: {e}"))?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no {field} in {path}"))
 }
 
 /// containerd rows: one private containerd for all of them (`containerd::Containerd`:
@@ -1304,10 +1441,11 @@ impl CdEnv {
 /// crun as `BinaryName`, and through containerd-shim-hull-v2; then the VmRSS of the shim
 /// serving one running (`sleep`) container, for each of the four.
 fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
-    let rows = |time: [Cell; 4], rss: [Cell; 4]| {
+    // mem: [RSS, PSS] × [1, 10 containers], each indexed like VIAS (the runc shim's own
+    // memory hardly depends on the runtime it drives: hull's column is its own shim).
+    let rows = |time: [Cell; 4], mem: [[Cell; 4]; 4]| {
         let [th, tr, tc, ts] = time;
-        let [rh, rr, rc, rs] = rss;
-        vec![
+        let mut v = vec![
             Row::new(
                 "`ctr run --rm` /bin/true, containerd-shim-runc-v2 → runtime (BinaryName)",
                 "ms",
@@ -1320,26 +1458,27 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
                 true,
                 [ts, tr, tc],
             ),
-            Row::new(
-                "shim VmRSS per running container, containerd-shim-runc-v2 → runtime",
+        ];
+        for (i, [_, r, c, s]) in mem.into_iter().enumerate() {
+            let (what, n) = [("VmRSS", 1), ("Pss", 1), ("VmRSS", 10), ("Pss", 10)][i];
+            v.push(Row::new(
+                format!(
+                    "shim {what} per running container, {n} running (hull: containerd-shim-hull-v2; runc, crun: containerd-shim-runc-v2 → runtime)"
+                ),
                 "MiB",
                 true,
-                [rh, rr.clone(), rc.clone()],
-            ),
-            Row::new(
-                "shim VmRSS per running container, hull: containerd-shim-hull-v2 (runc, crun: as above)",
-                "MiB",
-                true,
-                [rs, rr, rc],
-            ),
-        ]
+                [s, r, c],
+            ).decimals(2));
+        }
+        v
     };
     let all = |c: Cell| [c.clone(), c.clone(), c.clone(), c];
+    let all4 = |c: Cell| [all(c.clone()), all(c.clone()), all(c.clone()), all(c)];
     if let Some(r) = containerd::skip_reason() {
         eprintln!("hull-bench: containerd rows skipped: {r}");
         return rows(
             all(Cell::Na(format!("skipped: {r}"))),
-            all(Cell::Na(format!("skipped: {r}"))),
+            all4(Cell::Na(format!("skipped: {r}"))),
         );
     }
     let shim_dir = shim_dir(&cx.opts);
@@ -1357,7 +1496,7 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
         cx.notes.push(format!("containerd: {e}"));
         eprintln!("  ! containerd: {e}");
         let f = Cell::Na("failed (see notes)".into());
-        rows(all(f.clone()), all(f))
+        rows(all(f.clone()), all4(f))
     };
     let cd = match Containerd::start(&opts) {
         Ok(cd) => cd,
@@ -1403,18 +1542,26 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
             }
         }
     }
-    let mut rss: [Samples; 4] = Default::default();
-    let mut rss_failed: [Option<String>; 4] = failed.clone();
-    for i in 0..cx.opts.containerd_rss_iterations {
-        let mut ord = VIAS;
-        ord.rotate_left(i % 4);
-        for via in ord {
-            if rss_failed[via.idx()].is_some() {
-                continue;
-            }
-            match env.shim_rss(via) {
-                Ok(m) => rss[via.idx()].push(m),
-                Err(e) => rss_failed[via.idx()] = Some(e),
+    // [RSS 1, PSS 1, RSS 10, PSS 10], by via.
+    let mut mem: [[Samples; 4]; 4] = Default::default();
+    let mut mem_failed: [Option<String>; 4] = failed.clone();
+    mem_failed[Via::RuncShim(Who::Hull).idx()] = Some("skipped".into());
+    for (n, reps) in [(1, cx.opts.containerd_rss_iterations), (10, 1)] {
+        for i in 0..reps {
+            let mut ord = VIAS;
+            ord.rotate_left(i % 4);
+            for via in ord {
+                if mem_failed[via.idx()].is_some() {
+                    continue;
+                }
+                match env.shim_mem(via, n) {
+                    Ok((rss, pss)) => {
+                        let k = if n == 1 { 0 } else { 2 };
+                        mem[k][via.idx()].push(rss);
+                        mem[k + 1][via.idx()].push(pss);
+                    }
+                    Err(e) => mem_failed[via.idx()] = Some(format!("{n} running: {e}")),
+                }
             }
         }
     }
@@ -1437,8 +1584,10 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
          stopped afterwards), `ctr run --rm --fifo-dir F --cgroup {CGROUP_PARENT}/ID \
          [--runtime io.containerd.runc.v2 --runc-binary B --runc-root R | --runtime \
          io.containerd.hull.v2] IMG ID /bin/true` (ctr's default spec, not the bundle above), \
-         {} timed (+{} warm-up) per shim/runtime, interleaved; shim VmRSS: the parent of the \
-         init of one `ctr run -d` sleeping container, {} sample(s); hull shim from {}",
+         {} timed (+{} warm-up) per shim/runtime, interleaved; shim memory: VmRSS and Pss \
+         (smaps_rollup) of the shims (parents of the inits) of 1 (× {}) and of 10 `ctr run -d` \
+         sleeping containers, summed and divided by the number of containers; hull shim \
+         from {}",
         iterations,
         cx.opts.warmup,
         cx.opts.containerd_rss_iterations,
@@ -1466,8 +1615,8 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
         out
     };
     let t = cells(time, failed, "ctr run --rm");
-    let r = cells(rss, rss_failed, "shim RSS");
-    rows(t, r)
+    let m = mem.map(|s| cells(s, mem_failed.clone(), "shim memory"));
+    rows(t, m)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1580,7 +1729,7 @@ fn main() {
     let step = |what: &str| eprintln!("hull-bench: {what} ({:.0?} so far)", t0.elapsed());
     if cx.opts.wants("run") {
         step("run /bin/true");
-        rows.push(bench_run(&mut cx));
+        rows.extend(bench_run(&mut cx));
         if !cx.opts.no_hyperfine {
             rows.push(bench_run_hyperfine(&mut cx));
         }
@@ -1631,6 +1780,7 @@ fn main() {
         WAITED_PIDFD.load(Ordering::Relaxed)
     ));
     let load_after = loadavg();
+    let guarded = cx.opts.guard;
     let mut md = String::new();
     md.push_str(&render_table(&rows));
     md.push('\n');
@@ -1659,5 +1809,18 @@ fn main() {
             .any(|c| matches!(c, Cell::Na(s) if s.starts_with("failed")))
     });
     drop(cx);
-    std::process::exit(if failed { 1 } else { 0 });
+    if failed {
+        std::process::exit(1);
+    }
+    if guarded {
+        let (lines, regressed) = guard(&rows);
+        for l in &lines {
+            println!("guard: {l}");
+        }
+        if regressed {
+            eprintln!("hull-bench: --guard: hull is slower than crun beyond this run's noise");
+            std::process::exit(3);
+        }
+    }
+    std::process::exit(0);
 }
