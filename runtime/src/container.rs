@@ -406,6 +406,17 @@ impl Runtime {
             }
         }
 
+        // Init joins the v1 hierarchies itself when it can (see InitPlan::join_cgroup_v1):
+        // only as real root, and not as a VM container's init, which the cgroup is for too.
+        let self_join = !ns_plan.in_user_ns
+            && ns_plan.join_user.is_none()
+            && !self.rootless
+            && vm_plan.is_none();
+        let join_cgroup_v1 = match &saved.cgroup {
+            Some(cg) if self_join => cg.v1_task_files(),
+            _ => Vec::new(),
+        };
+        let init_joins_v1 = !join_cgroup_v1.is_empty();
         let plan = InitPlan {
             id: id.to_string(),
             spec: spec.clone(),
@@ -420,11 +431,13 @@ impl Runtime {
             unshare_flags: ns_plan.init_unshare.bits(),
             in_user_ns: ns_plan.in_user_ns,
             seccomp,
+            join_cgroup_v1,
         };
         sync::send(&mut ours, &ToInit::Plan(Box::new(plan)))?;
         // The first cgroup.procs write waits for an RCU grace period (milliseconds on cgroup
         // v1); init mounts its rootfs meanwhile and waits only before its cgroup mounts.
         let joined = match &saved.cgroup {
+            Some(cg) if init_joins_v1 => cg.add_process_v2_only(pid.as_raw()).map_err(Error::from),
             Some(cg) => cg.add_process(pid.as_raw()).map_err(Error::from),
             None => Ok(()),
         }

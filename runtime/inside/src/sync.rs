@@ -63,6 +63,12 @@ pub struct InitPlan {
     pub in_user_ns: bool,
     /// `linux.seccomp`, compiled by the parent.
     pub seccomp: Option<crate::seccomp::Compiled>,
+    /// cgroup v1 `tasks` files init joins by itself, writing "0" (in this order) before
+    /// the parent's `CgroupJoined`. A thread that moves itself takes no global lock, while
+    /// any other write (the parent's `cgroup.procs`) waits for an RCU grace period: 4-8 ms
+    /// here. Empty when init cannot (a user namespace: host root owns the files).
+    #[serde(default)]
+    pub join_cgroup_v1: Vec<PathBuf>,
 }
 
 /// What init needs to start one more process in a running container (`exec`).

@@ -248,18 +248,46 @@ impl ContainerCgroup {
         self.join(pid)
     }
 
-    fn join(&self, pid: i32) -> Result<(), CgroupError> {
-        let dirs = self.dirs();
+    /// The `tasks` files of every cgroup v1 hierarchy, in join order: a single-threaded
+    /// process that writes "0" to each joins the container's v1 cgroups without the
+    /// global lock (and RCU grace period) every other cgroup move waits for.
+    pub fn v1_task_files(&self) -> Vec<PathBuf> {
+        Self::join_order(&self.dirs())
+            .into_iter()
+            .filter(|(k, _)| k.as_str() != UNIFIED_KEY)
+            .map(|(_, d)| d.join("tasks"))
+            .collect()
+    }
+
+    /// [`add_process`](Self::add_process) for the cgroup2 hierarchy only: the process has
+    /// joined the v1 ones itself (through [`v1_task_files`](Self::v1_task_files)).
+    pub fn add_process_v2_only(&self, pid: i32) -> Result<(), CgroupError> {
+        self.join_where(pid, |k| k == UNIFIED_KEY)
+    }
+
+    /// blkio before memory for writeback accounting (as cgroups-rs), cgroup2 last.
+    fn join_order(dirs: &BTreeMap<String, PathBuf>) -> Vec<(&String, &PathBuf)> {
         let mut order: Vec<(&String, &PathBuf)> = dirs.iter().collect();
-        // blkio before memory for writeback accounting (as cgroups-rs), cgroup2 last.
         order.sort_by_key(|(k, _)| match k.as_str() {
             "blkio" => 0,
             "memory" => 1,
             UNIFIED_KEY => 3,
             _ => 2,
         });
+        order
+    }
+
+    fn join(&self, pid: i32) -> Result<(), CgroupError> {
+        self.join_where(pid, |_| true)
+    }
+
+    fn join_where(&self, pid: i32, wanted: impl Fn(&str) -> bool) -> Result<(), CgroupError> {
+        let dirs = self.dirs();
         let value = pid.to_string();
-        for (key, dir) in order {
+        for (key, dir) in Self::join_order(&dirs) {
+            if !wanted(key) {
+                continue;
+            }
             let ctx = Ctx {
                 path: &self.path,
                 controller: key,
