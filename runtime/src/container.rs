@@ -384,7 +384,24 @@ impl Runtime {
         if vm_plan.is_some() {
             crate::vm::allow_kvm_device(&mut resources);
         }
-        // Limits are applied now; init joins the cgroup after the plan is sent (below).
+        // The plan first: init sets up its namespaces and mounts while the cgroup is made
+        // (below), and waits for it only at its cgroup barrier.
+        let plan = InitPlan {
+            id: id.to_string(),
+            spec: spec.clone(),
+            rootfs: bundle.rootfs.clone(),
+            bundle: bundle.dir.clone(),
+            fifo: init_fifo,
+            no_pivot: opts.no_pivot,
+            no_new_keyring: opts.no_new_keyring,
+            console_fd: console_child_fd,
+            preserve_fds: opts.preserve_fds,
+            join_user: ns_plan.join_user.clone(),
+            unshare_flags: ns_plan.init_unshare.bits(),
+            in_user_ns: ns_plan.in_user_ns,
+            seccomp,
+        };
+        sync::send(&mut ours, &ToInit::Plan(Box::new(plan)))?;
         let cgroup = match ContainerCgroup::create_empty(&cgroup_path, resources.as_ref()) {
             Ok(cg) => Some(cg),
             // Rootless, as runc: without write access to the cgroup hierarchy the container
@@ -405,43 +422,19 @@ impl Runtime {
                 cg.delegate(uid, gid)?;
             }
         }
-
-        // Init joins the v1 hierarchies itself when it can (see InitPlan::join_cgroup_v1):
-        // only as real root, and not as a VM container's init, which the cgroup is for too.
-        let self_join = !ns_plan.in_user_ns
-            && ns_plan.join_user.is_none()
-            && !self.rootless
-            && vm_plan.is_none();
-        let join_cgroup_v1 = match &saved.cgroup {
-            Some(cg) if self_join => cg.v1_task_files(),
-            _ => Vec::new(),
-        };
-        let init_joins_v1 = !join_cgroup_v1.is_empty();
-        let plan = InitPlan {
-            id: id.to_string(),
-            spec: spec.clone(),
-            rootfs: bundle.rootfs.clone(),
-            bundle: bundle.dir.clone(),
-            fifo: init_fifo,
-            no_pivot: opts.no_pivot,
-            no_new_keyring: opts.no_new_keyring,
-            console_fd: console_child_fd,
-            preserve_fds: opts.preserve_fds,
-            join_user: ns_plan.join_user.clone(),
-            unshare_flags: ns_plan.init_unshare.bits(),
-            in_user_ns: ns_plan.in_user_ns,
-            seccomp,
-            join_cgroup_v1,
-        };
-        sync::send(&mut ours, &ToInit::Plan(Box::new(plan)))?;
-        // The first cgroup.procs write waits for an RCU grace period (milliseconds on cgroup
-        // v1); init mounts its rootfs meanwhile and waits only before its cgroup mounts.
+        // Init joins the cgroup v1 hierarchies itself (ToInit::JoinCgroup: no RCU grace
+        // period), through `tasks` files opened here, so the kernel checks hull's
+        // credentials, not those of an init in a user namespace. Not a VM container's init
+        // (hull vm-init speaks another protocol) nor rootless hull's.
+        let init_joins_v1 = !self.rootless && vm_plan.is_none();
         let joined = match &saved.cgroup {
-            Some(cg) if init_joins_v1 => cg.add_process_v2_only(pid.as_raw()).map_err(Error::from),
-            Some(cg) => cg.add_process(pid.as_raw()).map_err(Error::from),
-            None => Ok(()),
-        }
-        .and_then(|()| Ok(sync::send(&mut ours, &ToInit::CgroupJoined)?));
+            Some(cg) if init_joins_v1 => join_through_init(&mut ours, cg, pid.as_raw()),
+            Some(cg) => cg
+                .add_process(pid.as_raw())
+                .map_err(Error::from)
+                .and_then(|()| Ok(sync::send(&mut ours, &ToInit::CgroupJoined)?)),
+            None => Ok(sync::send(&mut ours, &ToInit::CgroupJoined)?),
+        };
         if let Err(e) = joined {
             // Init may have failed meanwhile (before it needed the cgroup): its message
             // says more than a broken pipe or a vanished pid.
@@ -1109,6 +1102,30 @@ fn write_id_maps(pid: Pid, spec: &hull_specs::Spec) -> Result<(), Error> {
         .and_then(|l| l.gid_mappings().as_deref())
         .unwrap_or_default();
     Ok(crate::userns_auto::write_id_maps(pid.as_raw(), uid, gid)?)
+}
+
+/// Puts init in `cg`: the parent writes its pid into the cgroup2 hierarchy (if any),
+/// then sends `ToInit::JoinCgroup` with the v1 `tasks` files, which init writes "0" into.
+fn join_through_init(sock: &mut UnixStream, cg: &ContainerCgroup, pid: i32) -> Result<(), Error> {
+    cg.add_process_v2_only(pid)?;
+    let files = cg.v1_task_files();
+    if files.is_empty() {
+        return Ok(sync::send(sock, &ToInit::CgroupJoined)?);
+    }
+    let mut fds = Vec::with_capacity(files.len());
+    for path in &files {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        fds.push(OwnedFd::from(f));
+    }
+    sync::send(sock, &ToInit::JoinCgroup { files })?;
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    sync::send_fds(sock, &borrowed)?;
+    Ok(())
 }
 
 /// `linux.resources` asks for more than the device rules (which a rootless container does

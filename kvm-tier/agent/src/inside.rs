@@ -118,8 +118,6 @@ impl InsideLauncher {
                     unshare_flags: ns.init_unshare.bits(),
                     in_user_ns: false,
                     seccomp,
-                    // The guest has no cgroup of the container's to join.
-                    join_cgroup_v1: Vec::new(),
                 };
                 Ok((
                     GuestPlan {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::sequence::{self, io, Coordinator, InitError, Plan};
 use crate::sync::{self, FromInit, InitPlan, ToInit, INIT_FD_ENV};
@@ -82,9 +82,6 @@ pub struct SocketCoordinator {
     fifo: Option<File>,
     /// Set once the socket is shut down: nothing may be written to it after that.
     dropped: bool,
-    /// The cgroup v1 `tasks` files this process joins itself (`InitPlan::join_cgroup_v1`),
-    /// opened with the fifo, before any mount changes.
-    cgroup_tasks: Vec<(PathBuf, File)>,
 }
 
 impl SocketCoordinator {
@@ -93,7 +90,6 @@ impl SocketCoordinator {
             sock,
             fifo: None,
             dropped: false,
-            cgroup_tasks: Vec::new(),
         }
     }
 }
@@ -113,31 +109,25 @@ impl Coordinator for SocketCoordinator {
 
     fn prepare_start(&mut self, plan: &InitPlan) -> Result<(), InitError> {
         self.fifo = Some(open_fifo_path(&plan.fifo)?);
-        for path in &plan.join_cgroup_v1 {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-                .map_err(|source| InitError::Io {
-                    what: format!("opening the cgroup file {}", path.display()),
-                    source,
-                })?;
-            self.cgroup_tasks.push((path.clone(), file));
-        }
         Ok(())
     }
 
     fn cgroup_joined(&mut self) -> Result<(), InitError> {
-        // "0": this thread, the only one init has. Then the parent's word that the cgroup2
-        // hierarchy (if any) has it too.
-        for (path, mut file) in std::mem::take(&mut self.cgroup_tasks) {
-            file.write_all(b"0").map_err(|source| InitError::Io {
-                what: format!("joining the cgroup through {}", path.display()),
-                source,
-            })?;
-        }
         match sync::recv::<ToInit>(&mut self.sock)? {
             ToInit::CgroupJoined => Ok(()),
+            ToInit::JoinCgroup { files } => {
+                let fds = sync::recv_fds(&self.sock, files.len())?;
+                // "0": this thread, the only one init has.
+                for (path, fd) in files.iter().zip(fds) {
+                    File::from(fd)
+                        .write_all(b"0")
+                        .map_err(|source| InitError::Io {
+                            what: format!("joining the cgroup through {}", path.display()),
+                            source,
+                        })?;
+                }
+                Ok(())
+            }
             other => Err(sync::SyncError::Unexpected {
                 expected: "CgroupJoined",
                 got: format!("{other:?}"),

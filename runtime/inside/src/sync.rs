@@ -4,6 +4,7 @@
 //! Written by hand: it is a dozen lines of framing over `std::io`, not worth a crate.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -63,12 +64,6 @@ pub struct InitPlan {
     pub in_user_ns: bool,
     /// `linux.seccomp`, compiled by the parent.
     pub seccomp: Option<crate::seccomp::Compiled>,
-    /// cgroup v1 `tasks` files init joins by itself, writing "0" (in this order) before
-    /// the parent's `CgroupJoined`. A thread that moves itself takes no global lock, while
-    /// any other write (the parent's `cgroup.procs`) waits for an RCU grace period: 4-8 ms
-    /// here. Empty when init cannot (a user namespace: host root owns the files).
-    #[serde(default)]
-    pub join_cgroup_v1: Vec<PathBuf>,
 }
 
 /// What init needs to start one more process in a running container (`exec`).
@@ -96,6 +91,14 @@ pub enum ToInit {
     Plan(Box<InitPlan>),
     /// Init is in its cgroup now (sent after the plan).
     CgroupJoined,
+    /// The cgroup is ready (limits applied, the cgroup2 hierarchy joined by the parent):
+    /// init joins the cgroup v1 hierarchies itself by writing "0" to their `tasks` files,
+    /// whose descriptors (opened by the parent) follow in one [`send_fds`] message, in
+    /// this order. A thread that moves itself takes no global lock; any other cgroup move
+    /// (the parent writing init's pid) first waits for an RCU grace period: 4-8 ms here.
+    JoinCgroup {
+        files: Vec<PathBuf>,
+    },
     Exec(Box<ExecPlan>),
     /// Prestart and createRuntime hooks ran; carries the state JSON for createContainer.
     HooksDone {
@@ -149,6 +152,64 @@ fn write_frame(sock: &mut UnixStream, mut frame: &[u8]) -> Result<(), SyncError>
     Ok(())
 }
 
+/// The most descriptors one [`send_fds`] carries (one per cgroup v1 hierarchy: the
+/// kernel has 13 v1 controllers, plus named hierarchies).
+pub const MAX_FDS: usize = 32;
+
+/// Sends `fds` as one byte with SCM_RIGHTS (after the frame that says what they are).
+pub fn send_fds(sock: &UnixStream, fds: &[BorrowedFd<'_>]) -> Result<(), SyncError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    if fds.len() > MAX_FDS {
+        return Err(SyncError::TooLarge(fds.len() as u32));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let iov = [std::io::IoSlice::new(&[0u8])];
+    sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Receives the `n` descriptors of one [`send_fds`]; any other count is an error (and
+/// whatever arrived is closed).
+pub fn recv_fds(sock: &UnixStream, n: usize) -> Result<Vec<OwnedFd>, SyncError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    if n > MAX_FDS {
+        return Err(SyncError::TooLarge(n as u32));
+    }
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let msg = recvmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    if msg.bytes == 0 {
+        return Err(SyncError::Closed);
+    }
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS delivered these descriptors into this process; nothing
+            // else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if fds.len() != n {
+        return Err(SyncError::Unexpected {
+            expected: "the cgroup descriptors",
+            got: format!("{} descriptors instead of {n}", fds.len()),
+        });
+    }
+    Ok(fds)
+}
+
 pub fn recv<T: for<'de> Deserialize<'de>>(sock: &mut UnixStream) -> Result<T, SyncError> {
     read_frame(sock)
 }
@@ -188,6 +249,50 @@ fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, Sync
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn descriptors_arrive_in_order_and_a_wrong_count_is_refused() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["one", "two"];
+        let files: Vec<std::fs::File> = names
+            .iter()
+            .map(|n| {
+                std::fs::write(dir.path().join(n), n).unwrap();
+                std::fs::File::open(dir.path().join(n)).unwrap()
+            })
+            .collect();
+        let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
+        send(
+            &mut a,
+            &ToInit::JoinCgroup {
+                files: paths.clone(),
+            },
+        )
+        .unwrap();
+        send_fds(&a, &fds).unwrap();
+        let ToInit::JoinCgroup { files: got } = recv::<ToInit>(&mut b).unwrap() else {
+            panic!("not JoinCgroup");
+        };
+        assert_eq!(got, paths);
+        let received = recv_fds(&b, got.len()).unwrap();
+        for (fd, n) in received.into_iter().zip(names) {
+            let mut s = String::new();
+            std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+            assert_eq!(s, n);
+        }
+        // Two sent, three expected: refused.
+        send_fds(&a, &fds).unwrap();
+        assert!(matches!(recv_fds(&b, 3), Err(SyncError::Unexpected { .. })));
+        // More than MAX_FDS is refused before anything is sent.
+        let many: Vec<_> = (0..=MAX_FDS).map(|_| files[0].as_fd()).collect();
+        assert!(matches!(send_fds(&a, &many), Err(SyncError::TooLarge(_))));
+        // The peer gone: Closed, not a hang.
+        drop(a);
+        assert!(matches!(recv_fds(&b, 1), Err(SyncError::Closed)));
+    }
 
     #[test]
     fn round_trip_and_eof() {

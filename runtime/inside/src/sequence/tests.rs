@@ -207,7 +207,6 @@ fn create_plan() -> InitPlan {
             0,
             None,
         )),
-        join_cgroup_v1: Vec::new(),
     }
 }
 
