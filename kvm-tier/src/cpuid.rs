@@ -98,8 +98,9 @@ fn normalise_xsave(cpuid: &mut CpuId) {
 pub const LEGACY_PERF_MSRS: [(u32, u32); 3] = [(0xc001_0000, 8), (0xc1, 2), (0x186, 2)];
 
 /// The micro-VM has no PMU. Where KVM allows it, the VM's vPMU is
-/// disabled (`KVM_PMU_CAP_DISABLE`, before any vCPU exists), and the
-/// legacy counter MSRs are filtered so the guest's accesses fault (#GP)
+/// disabled (`KVM_PMU_CAP_DISABLE`, before any vCPU exists), and
+/// ([`filter_legacy_perf_msrs`]) the legacy counter MSRs are filtered so
+/// the guest's accesses fault (#GP)
 /// like on a CPU without them. Without the filter KVM answers reads of a
 /// disabled PMU's counters with 0 and drops writes, but logs each non-zero
 /// write (`Unhandled WRMSR(0xc0010007) = 0xffff` from Linux's AMD PMU
@@ -116,6 +117,12 @@ pub fn hide_pmu(vm: &VmFd) {
             tracing::debug!(error = %e, "KVM_PMU_CAP_DISABLE refused");
         }
     }
+}
+
+/// The MSR filter half of [`hide_pmu`]: the legacy perf counter MSRs fault. The ioctl
+/// waits for an SRCU grace period (14 ms of a 26 ms `Vm::start` on the development
+/// host), so `Vm::start` runs it on a thread of its own while it loads the kernel.
+pub fn filter_legacy_perf_msrs(vm: &VmFd) {
     if !vm.check_extension(Cap::X86MsrFilter) {
         tracing::debug!("no KVM MSR filter: legacy perf counter MSRs stay readable");
         return;

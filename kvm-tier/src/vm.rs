@@ -121,40 +121,62 @@ impl Vm {
             us = t0.elapsed().as_micros() as u64,
             "VM, irqchip and PIT created"
         );
-        let mem = memory::create_guest_memory(u64::from(cfg.mem_mib) << 20)?;
-        tracing::debug!(us = t0.elapsed().as_micros() as u64, "guest memory mapped");
-        memory::register_with_kvm(&vm, &mem)?;
-        tracing::debug!(
-            us = t0.elapsed().as_micros() as u64,
-            "guest memory registered"
-        );
+        // The MSR filter's ioctl waits for an SRCU grace period: memory, devices and the
+        // kernel are set up meanwhile; it is joined before the first vCPU exists.
+        let prepared = std::thread::scope(|s| {
+            let msr_filter = s.spawn(|| crate::cpuid::filter_legacy_perf_msrs(&vm));
+            let prepared = (|| -> Result<_, VmError> {
+                let mem = memory::create_guest_memory(u64::from(cfg.mem_mib) << 20)?;
+                tracing::debug!(us = t0.elapsed().as_micros() as u64, "guest memory mapped");
+                memory::register_with_kvm(&vm, &mem)?;
+                tracing::debug!(
+                    us = t0.elapsed().as_micros() as u64,
+                    "guest memory registered"
+                );
 
-        let filters = ThreadFilters::new(cfg.seccomp)?;
-        let exit = Arc::new(ExitSignal::new());
-        let boot_time = Arc::new(OnceLock::new());
-        let ctx = DeviceContext {
-            exit: exit.clone(),
-            start: t0,
-            boot_time: boot_time.clone(),
-            filter: filters.device.clone(),
-        };
-        let mut devices = DeviceManager::new();
-        let handles = devices.create_devices(&vm, &mem, cfg, &ctx)?;
-        let mmio_devices = devices.mmio_devices().to_vec();
+                let filters = ThreadFilters::new(cfg.seccomp)?;
+                let exit = Arc::new(ExitSignal::new());
+                let boot_time = Arc::new(OnceLock::new());
+                let ctx = DeviceContext {
+                    exit: exit.clone(),
+                    start: t0,
+                    boot_time: boot_time.clone(),
+                    filter: filters.device.clone(),
+                };
+                let mut devices = DeviceManager::new();
+                let handles = devices.create_devices(&vm, &mem, cfg, &ctx)?;
+                let mmio_devices = devices.mmio_devices().to_vec();
 
-        let rsdp = acpi::write_tables(&mem, cfg.vcpus, &mmio_devices)?;
-        tracing::debug!(
-            us = t0.elapsed().as_micros() as u64,
-            "devices placed, ACPI written"
-        );
-        let entry = if cfg.mmio_cmdline_devices && !mmio_devices.is_empty() {
-            let mut with_devices = cfg.clone();
-            with_devices.cmdline = cmdline_with_devices(&cfg.cmdline, &mmio_devices);
-            boot::load(&mem, &with_devices, kind, Some(rsdp))?
-        } else {
-            boot::load(&mem, cfg, kind, Some(rsdp))?
-        };
-        tracing::debug!(us = t0.elapsed().as_micros() as u64, "kernel loaded");
+                let rsdp = acpi::write_tables(&mem, cfg.vcpus, &mmio_devices)?;
+                tracing::debug!(
+                    us = t0.elapsed().as_micros() as u64,
+                    "devices placed, ACPI written"
+                );
+                let entry = if cfg.mmio_cmdline_devices && !mmio_devices.is_empty() {
+                    let mut with_devices = cfg.clone();
+                    with_devices.cmdline = cmdline_with_devices(&cfg.cmdline, &mmio_devices);
+                    boot::load(&mem, &with_devices, kind, Some(rsdp))?
+                } else {
+                    boot::load(&mem, cfg, kind, Some(rsdp))?
+                };
+                tracing::debug!(us = t0.elapsed().as_micros() as u64, "kernel loaded");
+                Ok((
+                    mem,
+                    filters,
+                    exit,
+                    boot_time,
+                    devices,
+                    handles,
+                    mmio_devices,
+                    entry,
+                ))
+            })();
+            if msr_filter.join().is_err() {
+                tracing::warn!("the MSR filter thread panicked");
+            }
+            prepared
+        });
+        let (mem, filters, exit, boot_time, devices, handles, mmio_devices, entry) = prepared?;
         // vCPUs.
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -287,6 +309,7 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
         ..Default::default()
     };
     vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    // The PMU before any vCPU; its MSR filter is set by `Vm::start`, on a thread.
     crate::cpuid::hide_pmu(&vm);
     Ok(vm)
 }

@@ -140,8 +140,9 @@ fn parse_opts() -> Opts {
         o.containerd_iterations = n;
     }
     if o.guard {
-        // A verdict needs a distribution: at least 20 samples of each guarded row.
-        o.iterations = o.iterations.max(20);
+        // A verdict needs a distribution: at least 40 samples of each guarded row (about
+        // 10 s for `run` and the cycle together here).
+        o.iterations = o.iterations.max(40);
     }
     o
 }
