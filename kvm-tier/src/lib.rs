@@ -1,8 +1,9 @@
 //! hull-kvm: hull's micro-VM tier, a small KVM virtual machine monitor on
 //! the rust-vmm crates.
 //!
-//! A [`VmConfig`] is validated, then [`Vm::start`] creates the VM (memfd
-//! guest memory, in-kernel irqchip and PIT), loads the kernel (bzImage, ELF
+//! A [`VmConfig`] is validated, then [`Vm::start`] creates the VM (guest
+//! memory backed by files a vhost-user backend can map, then the in-kernel
+//! irqchip and PIT), loads the kernel (bzImage, ELF
 //! `vmlinux` with or without PVH, or a flat 64-bit payload), places the
 //! legacy devices on the port I/O bus and virtio-mmio devices in the MMIO
 //! gap, and runs each vCPU on its own thread. [`Vm::wait`] returns the

@@ -103,6 +103,62 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Regions(e.to_string()))
 }
 
+/// `MADV_POPULATE_WRITE` (Linux 5.14): fault a range in for writing.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// Runs `copy` (which writes `len` bytes at `addr`) while a helper thread
+/// faults in the second half of that range, so the two halves' page faults
+/// are taken on two CPUs. On the development host a page fault costs a
+/// hypervisor exit: copying the 14 MB kernel into fresh memfd pages took 12 ms
+/// in one thread and 7.8 ms this way. (2 MiB pages would take far fewer faults,
+/// but there the host's free page reporting hands 2 MiB blocks back to the
+/// hypervisor, and refaulting those made a VM start after a pause 23-48 ms.)
+/// The helper touches only pages of the range given (which the guest uses
+/// anyway); if it cannot (an older kernel, a range outside one region),
+/// `copy` faults them in itself.
+pub fn prefault_while<T>(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    len: u64,
+    copy: impl FnOnce() -> T,
+) -> T {
+    let half = (len / 2) & !0xfff;
+    let Some(range) = host_range(mem, GuestAddress(addr.0.saturating_add(half)), len - half) else {
+        return copy();
+    };
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let (ptr, len) = range;
+            // SAFETY: [ptr, ptr + len) lies inside one region's live mapping of `mem`, which
+            // the scope outlives; MADV_POPULATE_WRITE only faults pages in (it writes nothing).
+            let rc = unsafe { libc::madvise(ptr as *mut libc::c_void, len, MADV_POPULATE_WRITE) };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                tracing::debug!(error = %e, "guest memory prefault refused");
+            }
+        });
+        copy()
+    })
+}
+
+/// The host address and length of `len` bytes at `addr`, page-aligned
+/// outwards, if they lie inside one region.
+fn host_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: u64) -> Option<(usize, usize)> {
+    let start = addr.0 & !0xfff;
+    let end = addr.0.checked_add(len)?.checked_add(0xfff)? & !0xfff;
+    let region = mem.find_region(GuestAddress(start))?;
+    let last = region.start_addr().0.checked_add(region.len())?;
+    if end > last || end <= start {
+        return None;
+    }
+    let host = region
+        .get_host_address(vm_memory::MemoryRegionAddress(
+            start - region.start_addr().0,
+        ))
+        .ok()?;
+    Some((host as usize, usize::try_from(end - start).ok()?))
+}
+
 /// Registers every region of `mem` with KVM, one slot each.
 pub fn register_with_kvm(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
@@ -160,6 +216,34 @@ mod tests {
         );
         assert!(mem.write_obj(1u32, GuestAddress(32 << 20)).is_err());
         assert!(mem.write_obj(1u32, GuestAddress((32 << 20) - 2)).is_err());
+    }
+
+    #[test]
+    fn prefault_touches_only_the_second_half_of_the_range_and_never_writes() {
+        let mem = create_guest_memory(32 << 20).unwrap();
+        mem.write_obj(0x5a5a_u16, GuestAddress(0x30_0000)).unwrap();
+        let copied = prefault_while(&mem, GuestAddress(0x10_0000), 0x40_0000, || {
+            mem.read_obj::<u16>(GuestAddress(0x30_0000)).unwrap()
+        });
+        assert_eq!(copied, 0x5a5a, "the prefault leaves contents alone");
+        let region = mem.iter().next().unwrap();
+        let rss = resident_pages(region.as_ptr() as usize, 32 << 20);
+        // 0x30_0000..0x50_0000: 512 pages (the one written before among them).
+        assert_eq!(rss, 512, "the range's second half, no more");
+        assert_eq!(
+            host_range(&mem, GuestAddress(0x10_0000), 32 << 20),
+            None,
+            "past the end"
+        );
+    }
+
+    /// Resident pages of the mapping at `addr` (mincore).
+    fn resident_pages(addr: usize, len: usize) -> usize {
+        let mut vec = vec![0u8; len / 4096];
+        // SAFETY: a live mapping of `len` bytes and a vector of one byte per page.
+        let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        vec.iter().filter(|b| *b & 1 == 1).count()
     }
 
     #[test]

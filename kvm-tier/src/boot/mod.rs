@@ -18,7 +18,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::config::{KernelKind, VmConfig};
 use crate::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START, MMIO_GAP_START};
-use crate::memory::GuestMemoryMmap;
+use crate::memory::{prefault_while, GuestMemoryMmap};
 
 /// How the boot vCPU enters the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,8 +128,13 @@ pub fn load(
 
     let (entry, header, kernel_end, mode) = match kind {
         KernelKind::BzImage => {
-            let r = loader::BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(load_err)?;
+            // The protected-mode kernel (the file less its few KiB of real-mode setup)
+            // goes to HIMEM_START.
+            let size = file.metadata().map_err(io_err(path))?.len();
+            let r = prefault_while(mem, GuestAddress(HIMEM_START), size, || {
+                loader::BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+            })
+            .map_err(load_err)?;
             let hdr = r.setup_header.unwrap_or_default();
             if hdr.version < 0x20c {
                 return Err(BootError::OldBootProtocol(hdr.version));
@@ -222,10 +227,12 @@ fn load_initramfs(
     }
     let len =
         usize::try_from(size).map_err(|_| BootError::InitramfsTooLarge { size, kernel_end })?;
-    mem.read_exact_volatile_from(GuestAddress(start), &mut file, len)
-        .map_err(|source| BootError::Write {
-            what: "initramfs",
-            source,
-        })?;
+    prefault_while(mem, GuestAddress(start), size, || {
+        mem.read_exact_volatile_from(GuestAddress(start), &mut file, len)
+    })
+    .map_err(|source| BootError::Write {
+        what: "initramfs",
+        source,
+    })?;
     Ok((GuestAddress(start), size))
 }
