@@ -41,9 +41,10 @@ fn on_exit(svc: &Service, pid: i32, code: i32) {
     // Find the process and take what tells us its output is all copied.
     let found: Option<(String, String, Option<Receiver<()>>)> =
         svc.lock().ok().and_then(|mut t| {
-            let c = t.container.as_mut()?;
-            let id = c.id.clone();
-            let p = c.by_pid_mut(pid)?;
+            let (id, p) = t
+                .containers
+                .iter_mut()
+                .find_map(|(id, c)| Some((id.clone(), c.by_pid_mut(pid)?)))?;
             let done = p.io.as_mut().and_then(|io| io.take_output_done());
             Some((id, p.exec_id.clone(), done))
         });
@@ -60,9 +61,8 @@ fn on_exit(svc: &Service, pid: i32, code: i32) {
     };
     if let Ok(mut t) = svc.lock() {
         if let Some(p) = t
-            .container
-            .as_mut()
-            .filter(|c| c.id == id)
+            .containers
+            .get_mut(&id)
             .and_then(|c| c.process_mut(&exec_id))
             .filter(|p| p.pid == pid)
         {

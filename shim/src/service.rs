@@ -1,7 +1,8 @@
 //! The task service (containerd's `containerd.task.v2.Task`) on the hull runtime library:
-//! every request is a library call, no CLI is run. One shim serves one container and its
-//! execs; their state lives in [`Tasks`] under one lock, with a condition variable for
-//! `Wait`. Exits come from [`crate::exits`].
+//! every request is a library call, no CLI is run. One shim serves the containers of one
+//! group (one pod, see [`crate::shim`]; else one container) and their execs; their state
+//! lives in [`Tasks`] under one lock, with a condition variable for `Wait`. Exits come from
+//! [`crate::exits`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -25,7 +26,8 @@ const OOM_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The state every request and the exit monitor share.
 #[derive(Default)]
 pub struct Tasks {
-    pub container: Option<Container>,
+    /// The containers this shim serves, by id.
+    pub containers: std::collections::BTreeMap<String, Container>,
 }
 
 pub struct Shared {
@@ -75,10 +77,10 @@ impl Service {
 }
 
 fn container<'a>(tasks: &'a mut Tasks, id: &str) -> Result<&'a mut Container> {
-    match tasks.container.as_mut() {
-        Some(c) if c.id == id => Ok(c),
-        _ => Err(ShimError::NoContainer(id.to_string())),
-    }
+    tasks
+        .containers
+        .get_mut(id)
+        .ok_or_else(|| ShimError::NoContainer(id.to_string()))
 }
 
 fn process<'a>(c: &'a mut Container, exec_id: &str) -> Result<&'a mut Process> {
@@ -144,8 +146,8 @@ impl Service {
             return Err(ShimError::NotImplemented("restore from a checkpoint"));
         }
         let mut tasks = self.lock()?;
-        if let Some(c) = &tasks.container {
-            return Err(ShimError::ContainerExists(c.id.clone()));
+        if tasks.containers.contains_key(&req.id) {
+            return Err(ShimError::ContainerExists(req.id.clone()));
         }
         let bundle = PathBuf::from(&req.bundle);
         let mounted = rootfs::mount(&bundle, &req.rootfs)?;
@@ -183,13 +185,16 @@ impl Service {
         let mut init = Process::new("", paths.clone());
         init.set_pid(pid);
         init.io = Some(pio);
-        tasks.container = Some(Container {
-            id: req.id.clone(),
-            bundle: bundle.clone(),
-            init,
-            execs: Default::default(),
-            mounted_rootfs: mounted,
-        });
+        tasks.containers.insert(
+            req.id.clone(),
+            Container {
+                id: req.id.clone(),
+                bundle: bundle.clone(),
+                init,
+                execs: Default::default(),
+                mounted_rootfs: mounted,
+            },
+        );
         drop(tasks);
         tracing::info!("created container {} (init pid {pid})", req.id);
         self.watch_oom(&req.id, &bundle);
@@ -307,7 +312,7 @@ impl Service {
             rootfs::unmount(m);
         }
         let resp = delete_response(&c.init);
-        tasks.container = None;
+        tasks.containers.remove(&req.id);
         drop(tasks);
         self.events.delete(events::TaskDelete {
             container_id: req.id.clone(),
@@ -502,7 +507,7 @@ impl Service {
                     Ok(OomPoll::Quiet) => {
                         let ours = svc
                             .lock()
-                            .map(|t| t.container.as_ref().is_some_and(|c| c.id == id))
+                            .map(|t| t.containers.contains_key(&id))
                             .unwrap_or(false);
                         if !ours {
                             return;
@@ -520,8 +525,8 @@ impl Service {
         }
     }
 
-    fn init_pid(&self) -> Option<i32> {
-        self.lock().ok()?.container.as_ref().map(|c| c.init.pid)
+    fn init_pid(&self, id: &str) -> Option<i32> {
+        self.lock().ok()?.containers.get(id).map(|c| c.init.pid)
     }
 }
 
@@ -689,18 +694,22 @@ impl containerd_shim::Task for Service {
     fn connect(
         &self,
         _: &TtrpcContext,
-        _: api::ConnectRequest,
+        req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
-            task_pid: self.init_pid().map(u32_pid).unwrap_or(0),
+            task_pid: self.init_pid(&req.id).map(u32_pid).unwrap_or(0),
             version: env!("CARGO_PKG_VERSION").to_string(),
             ..Default::default()
         })
     }
 
     fn shutdown(&self, _: &TtrpcContext, req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
-        let busy = self.lock().map(|t| t.container.is_some()).unwrap_or(false);
+        // A grouped shim stays while any container of its group is left.
+        let busy = self
+            .lock()
+            .map(|t| !t.containers.is_empty())
+            .unwrap_or(false);
         if busy && !req.now {
             return Ok(api::Empty::default());
         }

@@ -712,3 +712,101 @@ fn containerd_hull_shim_metrics() {
     };
     metrics_are_complete(&e);
 }
+
+impl Env {
+    /// The pid of the shim serving task `id`: the parent of its init.
+    fn shim_of(&self, id: &str) -> i32 {
+        let init = *self
+            .task_pids(id)
+            .first()
+            .unwrap_or_else(|| panic!("no pids for task {id}"));
+        let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no parent in /proc/{init}/stat: {stat:?}"))
+    }
+
+    /// Kills task `id`, waits until it stopped, deletes task and container.
+    fn remove(&self, id: &str) {
+        self.cd.ctr(&["task", "kill", "-s", "KILL", id]).assert_ok();
+        assert!(
+            self.wait_task_status(id, "STOPPED"),
+            "{:?}",
+            self.task_status(id)
+        );
+        self.cd.ctr(&["task", "delete", id]).assert_ok();
+        self.cd.ctr(&["container", "delete", id]).assert_ok();
+    }
+}
+
+/// Shim grouping: containers whose config.json names the same group (here the CRI sandbox
+/// id that every container of a pod carries) share one shim process, which serves each on
+/// its own and exits after the last is deleted; a container outside the group gets a shim
+/// of its own.
+#[test]
+fn containerd_hull_shim_serves_the_containers_of_a_pod_from_one_process() {
+    let Some(e) = env("hull-shim-group", Via::HullShim) else {
+        return;
+    };
+    let annotation = format!("io.kubernetes.cri.sandbox-id={}", unique("pod"));
+    let (a, b, c) = (unique("grp-a"), unique("grp-b"), unique("grp-c"));
+    for id in [&a, &b] {
+        e.ctr(&e.run_args(&["-d", "--annotation", &annotation], id, &["sleep", "1000"]))
+            .assert_ok();
+        assert!(e.wait_task_status(id, "RUNNING"), "{:?}", e.task_status(id));
+    }
+    e.ctr(&e.run_args(&["-d"], &c, &["sleep", "1000"]))
+        .assert_ok();
+    assert!(e.wait_task_status(&c, "RUNNING"), "{:?}", e.task_status(&c));
+    let pod_shim = e.shim_of(&a);
+    assert_eq!(
+        e.shim_of(&b),
+        pod_shim,
+        "the pod's two containers share a shim"
+    );
+    assert_ne!(
+        e.shim_of(&c),
+        pod_shim,
+        "a container outside the pod has its own"
+    );
+    let mut shims = e.cd.shim_pids();
+    shims.sort();
+    let mut want = vec![pod_shim, e.shim_of(&c)];
+    want.sort();
+    assert_eq!(shims, want, "two shim processes for three containers");
+
+    // One container of the pod goes; the other keeps running and is served as before.
+    e.remove(&a);
+    assert_eq!(e.task_status(&b).as_deref(), Some("RUNNING"));
+    assert_eq!(e.shim_of(&b), pod_shim);
+    let fifo_dir = e.cd.fifo_dir().display().to_string();
+    let out = e.cd.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "x",
+        &b,
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(out.code(), 7, "{out}");
+    assert!(
+        Path::new(&format!("/proc/{pod_shim}")).exists(),
+        "the pod's shim outlives one of its containers"
+    );
+
+    // The last one goes: so does the pod's shim; the other shim stays.
+    e.remove(&b);
+    assert!(
+        wait_until(Duration::from_secs(10), || !Path::new(&format!(
+            "/proc/{pod_shim}"
+        ))
+        .exists()),
+        "the pod's shim {pod_shim} outlived its last container"
+    );
+    assert_eq!(e.task_status(&c).as_deref(), Some("RUNNING"));
+    e.remove(&c);
+}

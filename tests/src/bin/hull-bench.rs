@@ -1375,12 +1375,19 @@ impl CdEnv {
     /// serving them (the distinct parents of their inits) per container: (VmRSS, Pss) in
     /// MiB, Pss from smaps_rollup (shared pages divided among the processes mapping them).
     /// Removes the containers.
-    fn shim_mem(&self, via: Via, n: usize) -> Result<(f64, f64), String> {
+    /// `grouped`: the containers carry one pod's CRI sandbox id, which both shims group by.
+    fn shim_mem(&self, via: Via, n: usize, grouped: bool) -> Result<(f64, f64), String> {
         let ids: Vec<String> = (0..n).map(|_| unique("bench-cd-mem")).collect();
+        let pod = format!("io.kubernetes.cri.sandbox-id={}", unique("bench-pod"));
+        let extra: &[&str] = if grouped {
+            &["-d", "--annotation", &pod]
+        } else {
+            &["-d"]
+        };
         let mut started = vec![];
         let mut r = Ok(());
         for id in &ids {
-            let c = self.timed_ctr(&self.run_args(via, &["-d"], id, &["sleep", "100000"]));
+            let c = self.timed_ctr(&self.run_args(via, extra, id, &["sleep", "100000"]));
             started.push(id);
             if !c.ok {
                 r = Err(c.err);
@@ -1459,9 +1466,9 @@ fn kib_field(path: &str, field: &str) -> Result<f64, String> {
 /// crun as `BinaryName`, and through containerd-shim-hull-v2; then the VmRSS of the shim
 /// serving one running (`sleep`) container, for each of the four.
 fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
-    // mem: [RSS, PSS] × [1, 10 containers], each indexed like VIAS (the runc shim's own
+    // mem: [RSS, PSS] × [1, 10, 10 in one pod], each indexed like VIAS (the runc shim's own
     // memory hardly depends on the runtime it drives: hull's column is its own shim).
-    let rows = |time: [Cell; 4], mem: [[Cell; 4]; 4]| {
+    let rows = |time: [Cell; 4], mem: [[Cell; 4]; 6]| {
         let [th, tr, tc, ts] = time;
         let mut v = vec![
             Row::new(
@@ -1478,10 +1485,17 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
             ),
         ];
         for (i, [_, r, c, s]) in mem.into_iter().enumerate() {
-            let (what, n) = [("VmRSS", 1), ("Pss", 1), ("VmRSS", 10), ("Pss", 10)][i];
+            let (what, n, pod) = [
+                ("VmRSS", 1, ""),
+                ("Pss", 1, ""),
+                ("VmRSS", 10, ""),
+                ("Pss", 10, ""),
+                ("VmRSS", 10, " in one pod (grouped: one shim)"),
+                ("Pss", 10, " in one pod (grouped: one shim)"),
+            ][i];
             v.push(Row::new(
                 format!(
-                    "shim {what} per running container, {n} running (hull: containerd-shim-hull-v2; runc, crun: containerd-shim-runc-v2 → runtime)"
+                    "shim {what} per running container, {n} running{pod} (hull: containerd-shim-hull-v2; runc, crun: containerd-shim-runc-v2 → runtime)"
                 ),
                 "MiB",
                 true,
@@ -1491,7 +1505,7 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
         v
     };
     let all = |c: Cell| [c.clone(), c.clone(), c.clone(), c];
-    let all4 = |c: Cell| [all(c.clone()), all(c.clone()), all(c.clone()), all(c)];
+    let all4 = |c: Cell| -> [[Cell; 4]; 6] { std::array::from_fn(|_| all(c.clone())) };
     if let Some(r) = containerd::skip_reason() {
         eprintln!("hull-bench: containerd rows skipped: {r}");
         return rows(
@@ -1560,11 +1574,17 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
             }
         }
     }
-    // [RSS 1, PSS 1, RSS 10, PSS 10], by via.
-    let mut mem: [[Samples; 4]; 4] = Default::default();
+    // [RSS 1, PSS 1, RSS 10, PSS 10, RSS 10 grouped, PSS 10 grouped], by via.
+    let mut mem: [[Samples; 4]; 6] = Default::default();
     let mut mem_failed: [Option<String>; 4] = failed.clone();
     mem_failed[Via::RuncShim(Who::Hull).idx()] = Some("skipped".into());
-    for (n, reps) in [(1, cx.opts.containerd_rss_iterations), (10, 1)] {
+    let sizes = [
+        (1, false, cx.opts.containerd_rss_iterations),
+        (10, false, 1),
+        (10, true, 1),
+    ];
+    for (k, (n, grouped, reps)) in sizes.into_iter().enumerate() {
+        let k = 2 * k;
         for i in 0..reps {
             let mut ord = VIAS;
             ord.rotate_left(i % 4);
@@ -1572,9 +1592,8 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
                 if mem_failed[via.idx()].is_some() {
                     continue;
                 }
-                match env.shim_mem(via, n) {
+                match env.shim_mem(via, n, grouped) {
                     Ok((rss, pss)) => {
-                        let k = if n == 1 { 0 } else { 2 };
                         mem[k][via.idx()].push(rss);
                         mem[k + 1][via.idx()].push(pss);
                     }
@@ -1604,8 +1623,9 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
          io.containerd.hull.v2] IMG ID /bin/true` (ctr's default spec, not the bundle above), \
          {} timed (+{} warm-up) per shim/runtime, interleaved; shim memory: VmRSS and Pss \
          (smaps_rollup) of the shims (parents of the inits) of 1 (× {}) and of 10 `ctr run -d` \
-         sleeping containers, summed and divided by the number of containers; hull shim \
-         from {}",
+         sleeping containers (and of 10 carrying one `io.kubernetes.cri.sandbox-id`, which \
+         both shims group by: one shim per pod), summed and divided by the number of \
+         containers; hull shim from {}",
         iterations,
         cx.opts.warmup,
         cx.opts.containerd_rss_iterations,
