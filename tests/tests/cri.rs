@@ -132,7 +132,7 @@ impl Env {
         r.unwrap_or_else(|e| panic!("{what}: {e}\ncontainerd log:\n{}", self.cd.log_tail()))
     }
 
-    /// The shims serving the pod are the expected binary, and with the runc shim hull
+    /// One shim serves the pod and it is the expected binary, and with the runc shim hull
     /// (whose state dirs are under the handler's `Root`) holds the containers `ids`.
     fn assert_driven_by_hull(&self, handler: &str, ids: &[&str]) {
         let want = if handler == CRI_HANDLER_HULL_SHIM {
@@ -141,7 +141,9 @@ impl Env {
             "containerd-shim-runc-v2"
         };
         let shims = self.cd.shim_pids();
-        assert!(!shims.is_empty(), "no shim of this containerd is running");
+        // Both shims group by the CRI sandbox id: one process serves the pod's sandbox and
+        // its containers.
+        assert_eq!(shims.len(), 1, "shims of one pod: {shims:?}");
         for pid in shims {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
             assert!(exe.ends_with(want), "shim {pid} is {exe:?}, not {want}");
