@@ -1106,7 +1106,11 @@ fn write_id_maps(pid: Pid, spec: &hull_specs::Spec) -> Result<(), Error> {
 
 /// Puts init in `cg`: the parent writes its pid into the cgroup2 hierarchy (if any),
 /// then sends `ToInit::JoinCgroup` with the v1 `tasks` files, which init writes "0" into.
-fn join_through_init(sock: &mut UnixStream, cg: &ContainerCgroup, pid: i32) -> Result<(), Error> {
+pub(crate) fn join_through_init(
+    sock: &mut UnixStream,
+    cg: &ContainerCgroup,
+    pid: i32,
+) -> Result<(), Error> {
     cg.add_process_v2_only(pid)?;
     let files = cg.v1_task_files();
     if files.is_empty() {
@@ -1222,7 +1226,7 @@ fn init_died_during_setup(
 }
 
 /// An error message init has already sent, without waiting for one.
-fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
+pub(crate) fn pending_init_error(sock: &mut UnixStream) -> Option<String> {
     sock.set_nonblocking(true).ok()?;
     let msg = sync::recv::<FromInit>(sock);
     let _ = sock.set_nonblocking(false);

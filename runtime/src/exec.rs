@@ -190,7 +190,8 @@ impl Runtime {
             .transpose()?;
         let mount_ns_child = dup_above(mount_ns.as_fd(), min_fd)?;
         // A VM container's processes run in its guest: `hull vm-exec` asks the agent.
-        let exec = if crate::vm::wanted(&saved.config)? {
+        let in_vm = crate::vm::wanted(&saved.config)?;
+        let exec = if in_vm {
             InitExec::command(
                 self.init_binary.as_deref(),
                 init_fd.as_raw_fd(),
@@ -231,10 +232,25 @@ impl Runtime {
             ..plan
         };
         drop(console_child);
-        if let Some(cg) = &saved.cgroup {
+        // As in `create`: the process joins the cgroup v1 hierarchies itself, through
+        // `tasks` files opened here (a move by anyone else first waits for an RCU grace
+        // period, 4-8 ms on an idle host). `hull vm-exec` (another protocol) and rootless
+        // hull get the parent's write.
+        let joins_itself = !self.rootless && !in_vm;
+        if let (Some(cg), false) = (&saved.cgroup, joins_itself) {
             cg.add_process(pid.as_raw())?;
         }
         sync::send(&mut ours, &ToInit::Exec(Box::new(plan)))?;
+        if joins_itself {
+            let joined = match &saved.cgroup {
+                Some(cg) => crate::container::join_through_init(&mut ours, cg, pid.as_raw()),
+                None => Ok(sync::send(&mut ours, &ToInit::CgroupJoined)?),
+            };
+            if let Err(e) = joined {
+                // The process may have failed meanwhile: its message says more.
+                return Err(crate::container::pending_init_error(&mut ours).map_or(e, Error::Init));
+            }
+        }
         match sync::recv::<FromInit>(&mut ours) {
             Ok(FromInit::Ready) => {}
             Ok(FromInit::Error(msg)) => return Err(Error::Init(msg)),

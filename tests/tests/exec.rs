@@ -94,6 +94,15 @@ fn exec_process_is_in_the_container_cgroup() {
         pids.contains(&pid.parse::<i64>().unwrap()),
         "exec'd pid {pid} not among the container's {pids:?}"
     );
+    // Every hierarchy (the process joins the v1 ones itself, through files hull opened).
+    let state: serde_json::Value = serde_json::from_str(rt.call(&["state", &id]).out()).unwrap();
+    let init = state["pid"].as_i64().expect("init pid");
+    let cgroups = |p: &str| std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+    assert_eq!(
+        cgroups(&pid),
+        cgroups(&init.to_string()),
+        "exec'd {pid} vs init {init}"
+    );
     rt.call(&["delete", "--force", &id]).assert_ok();
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists()

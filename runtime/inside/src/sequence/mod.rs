@@ -95,7 +95,8 @@ pub trait Coordinator {
     /// Before any mount changes: take hold of what [`Coordinator::wait_for_start`] waits on
     /// (for `hull init`, the exec fifo in hull's state directory on the host).
     fn prepare_start(&mut self, plan: &InitPlan) -> Result<(), InitError>;
-    /// Block until the parent has placed this process in the container's cgroup.
+    /// Block until this process is in the container's cgroup: the parent placed it there,
+    /// or sent the files through which it joins (`create` and `exec`).
     fn cgroup_joined(&mut self) -> Result<(), InitError>;
     /// The mounts are prepared; block while the parent runs the prestart and createRuntime
     /// hooks. Returns the container's state JSON, for the createContainer hooks.
@@ -302,6 +303,8 @@ fn exec(
     coord: &mut impl Coordinator,
     sys: &mut impl System,
 ) -> Result<Never, InitError> {
+    // In the container's cgroup before anything is charged to it or can fail in it.
+    coord.cgroup_joined()?;
     let filter = sys.enter_container(plan)?;
 
     let process = &plan.process;

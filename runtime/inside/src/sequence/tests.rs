@@ -366,6 +366,7 @@ fn exec_joins_the_container_then_reports_ready_once() {
         [
             "new_session",
             "plan",
+            "cgroup_joined",
             "enter_container",
             "enter_cwd / create=false",
             "container_env",
