@@ -120,8 +120,8 @@ pub fn hide_pmu(vm: &VmFd) {
 }
 
 /// The MSR filter half of [`hide_pmu`]: the legacy perf counter MSRs fault. The ioctl
-/// waits for an SRCU grace period (14 ms on the development host, three times the rest
-/// of `Vm::start`), so `Vm::start` runs it on a thread of its own once the vCPUs run.
+/// waits for an SRCU grace period (14 ms on the development host, more than the rest of
+/// `Vm::start`), so `Vm::start` runs it on a thread while it writes the kernel.
 pub fn filter_legacy_perf_msrs(vm: &VmFd) {
     if !vm.check_extension(Cap::X86MsrFilter) {
         tracing::debug!("no KVM MSR filter: legacy perf counter MSRs stay readable");

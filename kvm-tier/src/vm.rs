@@ -88,10 +88,7 @@ pub struct Vm {
     boot_time: Arc<OnceLock<Duration>>,
     timings: StartTimings,
     mmio_devices: Vec<MmioDeviceInfo>,
-    /// The thread setting the legacy perf MSR filter, joined on drop before the VM fd
-    /// and the memory go.
-    msr_filter: Option<std::thread::JoinHandle<()>>,
-    _vm: Arc<VmFd>,
+    _vm: VmFd,
     mem: GuestMemoryMmap,
 }
 
@@ -118,7 +115,7 @@ impl Vm {
         let t0 = Instant::now();
         let kind = cfg.validate()?;
         let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
-        let vm = Arc::new(create_vm(&kvm)?);
+        let vm = create_vm(&kvm)?;
         let mem = memory::create_guest_memory(u64::from(cfg.mem_mib) << 20)?;
         tracing::debug!(us = t0.elapsed().as_micros() as u64, "guest memory mapped");
         memory::register_with_kvm(&vm, &mem)?;
@@ -148,19 +145,36 @@ impl Vm {
         let handles = devices.create_devices(&vm, &mem, cfg, &ctx)?;
         let mmio_devices = devices.mmio_devices().to_vec();
 
-        let rsdp = acpi::write_tables(&mem, cfg.vcpus, &mmio_devices)?;
-        tracing::debug!(
-            us = t0.elapsed().as_micros() as u64,
-            "devices placed, ACPI written"
-        );
-        let entry = if cfg.mmio_cmdline_devices && !mmio_devices.is_empty() {
-            let mut with_devices = cfg.clone();
-            with_devices.cmdline = cmdline_with_devices(&cfg.cmdline, &mmio_devices);
-            boot::load(&mem, &with_devices, kind, Some(rsdp))?
-        } else {
-            boot::load(&mem, cfg, kind, Some(rsdp))?
-        };
-        tracing::debug!(us = t0.elapsed().as_micros() as u64, "kernel loaded");
+        // The MSR filter's ioctl waits for an SRCU grace period (14 ms here, more than the
+        // rest of the set-up): it runs on a thread while the tables and the kernel are
+        // written, after the devices (whose event fd registrations would queue behind that
+        // grace period) and before any vCPU exists. (Set while the vCPUs ran, a CI run's
+        // nested host, Linux 6.1's KVM, froze in the lane that starts VMs through Docker;
+        // as before that change, it is set before the vCPUs exist.)
+        let entry = std::thread::scope(|s| {
+            let msr_filter = s.spawn(|| crate::cpuid::filter_legacy_perf_msrs(&vm));
+            let entry = (|| -> Result<_, VmError> {
+                let rsdp = acpi::write_tables(&mem, cfg.vcpus, &mmio_devices)?;
+                tracing::debug!(
+                    us = t0.elapsed().as_micros() as u64,
+                    "devices placed, ACPI written"
+                );
+                let entry = if cfg.mmio_cmdline_devices && !mmio_devices.is_empty() {
+                    let mut with_devices = cfg.clone();
+                    with_devices.cmdline = cmdline_with_devices(&cfg.cmdline, &mmio_devices);
+                    boot::load(&mem, &with_devices, kind, Some(rsdp))?
+                } else {
+                    boot::load(&mem, cfg, kind, Some(rsdp))?
+                };
+                tracing::debug!(us = t0.elapsed().as_micros() as u64, "kernel loaded");
+                Ok(entry)
+            })();
+            if msr_filter.join().is_err() {
+                tracing::warn!("the MSR filter thread panicked");
+            }
+            tracing::debug!(us = t0.elapsed().as_micros() as u64, "MSR filter set");
+            entry
+        })?;
         // vCPUs.
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -177,20 +191,6 @@ impl Vm {
         let (pio, mmio) = devices.into_buses();
         let (vcpus, timings) =
             spawn_vcpus(ready, (pio.clone(), mmio.clone()), &exit, &filters, t0)?;
-        // The MSR filter's ioctl waits for an SRCU grace period: 14 ms here, more than the
-        // rest of the set-up. KVM applies a filter set while vCPUs run at their next exit,
-        // so it is set on a thread of its own while the guest starts: Linux's PMU probe
-        // comes after the kernel's early set-up, long after the filter is in place. Were
-        // it earlier, the only difference is KVM's "Unhandled WRMSR" line in the host log.
-        // (No seccomp filter on this thread: it makes this one ioctl and ends.)
-        let msr_filter = {
-            let vm = vm.clone();
-            std::thread::Builder::new()
-                .name("msr-filter".into())
-                .spawn(move || crate::cpuid::filter_legacy_perf_msrs(&vm))
-                .map_err(|e| tracing::warn!(error = %e, "no thread for the MSR filter"))
-                .ok()
-        };
         tracing::info!(
             setup_us = timings.setup.as_micros() as u64,
             vcpus = cfg.vcpus,
@@ -207,7 +207,6 @@ impl Vm {
             boot_time,
             timings,
             mmio_devices,
-            msr_filter,
             _vm: vm,
             mem,
         })
@@ -291,11 +290,6 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.exit.request(ExitReason::Stopped);
         self.join_vcpus();
-        if let Some(t) = self.msr_filter.take() {
-            if t.join().is_err() {
-                tracing::warn!("the MSR filter thread panicked");
-            }
-        }
     }
 }
 
@@ -306,7 +300,7 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDR)
         .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
-    // The MSR filter half is set by `Vm::start` once the vCPUs run.
+    // The MSR filter half is set by `Vm::start`, on a thread, before the vCPUs exist.
     crate::cpuid::hide_pmu(&vm);
     Ok(vm)
 }
