@@ -244,18 +244,7 @@ fn task_operations(e: &Env) {
     e.check_shim_binary();
 
     let fifo_dir = e.cd.fifo_dir().display().to_string();
-    let out = e.cd.ctr(&[
-        "task",
-        "exec",
-        "--fifo-dir",
-        &fifo_dir,
-        "--exec-id",
-        "plain",
-        &id,
-        "sh",
-        "-c",
-        "echo exec-out; echo exec-err >&2; exit 3",
-    ]);
+    let out = e.exec_sh(&id, "plain", "echo exec-out; echo exec-err >&2; exit 3");
     assert_eq!(out.code(), 3, "{out}");
     assert!(out.stdout.contains("exec-out"), "{out}");
     assert!(out.stderr.contains("exec-err"), "{out}");
@@ -726,6 +715,23 @@ impl Env {
             .unwrap_or_else(|| panic!("no parent in /proc/{init}/stat: {stat:?}"))
     }
 
+    /// `ctr task exec --exec-id EXEC_ID ID sh -c SCRIPT`, without a terminal.
+    fn exec_sh(&self, id: &str, exec_id: &str, script: &str) -> containerd::CtrOut {
+        let fifo_dir = self.cd.fifo_dir().display().to_string();
+        self.cd.ctr(&[
+            "task",
+            "exec",
+            "--fifo-dir",
+            &fifo_dir,
+            "--exec-id",
+            exec_id,
+            id,
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
     /// Kills task `id`, waits until it stopped, deletes task and container.
     fn remove(&self, id: &str) {
         self.cd.ctr(&["task", "kill", "-s", "KILL", id]).assert_ok();
@@ -779,19 +785,7 @@ fn containerd_hull_shim_serves_the_containers_of_a_pod_from_one_process() {
     e.remove(&a);
     assert_eq!(e.task_status(&b).as_deref(), Some("RUNNING"));
     assert_eq!(e.shim_of(&b), pod_shim);
-    let fifo_dir = e.cd.fifo_dir().display().to_string();
-    let out = e.cd.ctr(&[
-        "task",
-        "exec",
-        "--fifo-dir",
-        &fifo_dir,
-        "--exec-id",
-        "x",
-        &b,
-        "sh",
-        "-c",
-        "exit 7",
-    ]);
+    let out = e.exec_sh(&b, "x", "exit 7");
     assert_eq!(out.code(), 7, "{out}");
     assert!(
         Path::new(&format!("/proc/{pod_shim}")).exists(),

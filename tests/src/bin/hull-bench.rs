@@ -1505,12 +1505,12 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
         v
     };
     let all = |c: Cell| [c.clone(), c.clone(), c.clone(), c];
-    let all4 = |c: Cell| -> [[Cell; 4]; 6] { std::array::from_fn(|_| all(c.clone())) };
+    let all_mem = |c: Cell| -> [[Cell; 4]; 6] { std::array::from_fn(|_| all(c.clone())) };
     if let Some(r) = containerd::skip_reason() {
         eprintln!("hull-bench: containerd rows skipped: {r}");
         return rows(
             all(Cell::Na(format!("skipped: {r}"))),
-            all4(Cell::Na(format!("skipped: {r}"))),
+            all_mem(Cell::Na(format!("skipped: {r}"))),
         );
     }
     let shim_dir = shim_dir(&cx.opts);
@@ -1528,7 +1528,7 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
         cx.notes.push(format!("containerd: {e}"));
         eprintln!("  ! containerd: {e}");
         let f = Cell::Na("failed (see notes)".into());
-        rows(all(f.clone()), all4(f))
+        rows(all(f.clone()), all_mem(f))
     };
     let cd = match Containerd::start(&opts) {
         Ok(cd) => cd,
