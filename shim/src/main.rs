@@ -14,6 +14,7 @@ mod rootfs;
 mod service;
 mod shim;
 mod stdio;
+mod working_set;
 
 fn main() {
     hull_runtime::run_internal_role();

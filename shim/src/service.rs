@@ -19,6 +19,7 @@ use crate::events::{self, Events};
 use crate::process::{timestamp, Container, Process};
 use crate::rootfs;
 use crate::stdio::{self, ConsoleSocket, ProcessIo, StdioPaths};
+use crate::working_set;
 
 /// How often the OOM watcher checks that its container still exists.
 const OOM_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -570,6 +571,9 @@ impl containerd_shim::Task for Service {
 
     fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
         let pid = reply("start", self.do_start(&req))?;
+        // The process runs and the shim goes back to waiting: let go of the runtime
+        // library's code this call mapped in (working_set.rs).
+        working_set::release();
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -581,7 +585,9 @@ impl containerd_shim::Task for Service {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        reply("delete", self.do_delete(&req))
+        let resp = reply("delete", self.do_delete(&req))?;
+        working_set::release();
+        Ok(resp)
     }
 
     fn pids(&self, _: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {

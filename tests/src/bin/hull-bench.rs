@@ -1372,11 +1372,12 @@ impl CdEnv {
     }
 
     /// `ctr run -d` `n` sleeping containers through `via`, then the memory of the shims
-    /// serving them (the distinct parents of their inits) per container: (VmRSS, Pss) in
-    /// MiB, Pss from smaps_rollup (shared pages divided among the processes mapping them).
+    /// serving them (the distinct parents of their inits) per container, in MiB, each of
+    /// [`SHIM_MEM`]: VmRSS, Pss from smaps_rollup (shared pages divided among the processes
+    /// mapping them) and RssAnon (private memory no other process can share).
     /// Removes the containers.
     /// `grouped`: the containers carry one pod's CRI sandbox id, which both shims group by.
-    fn shim_mem(&self, via: Via, n: usize, grouped: bool) -> Result<(f64, f64), String> {
+    fn shim_mem(&self, via: Via, n: usize, grouped: bool) -> Result<[f64; 3], String> {
         let ids: Vec<String> = (0..n).map(|_| unique("bench-cd-mem")).collect();
         let pod = format!("io.kubernetes.cri.sandbox-id={}", unique("bench-pod"));
         let extra: &[&str] = if grouped {
@@ -1399,12 +1400,13 @@ impl CdEnv {
             for id in &ids {
                 shims.insert(self.shim_of(via, id)?);
             }
-            let (mut rss, mut pss) = (0.0, 0.0);
+            let mut sum = [0.0; 3];
             for pid in &shims {
-                rss += kib_field(&format!("/proc/{pid}/status"), "VmRSS:")?;
-                pss += kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")?;
+                for (s, (_, file, field)) in sum.iter_mut().zip(SHIM_MEM) {
+                    *s += kib_field(&format!("/proc/{pid}/{file}"), field)?;
+                }
             }
-            Ok((rss / 1024.0 / n as f64, pss / 1024.0 / n as f64))
+            Ok(sum.map(|kib| kib / 1024.0 / n as f64))
         });
         for id in started {
             self.remove(id);
@@ -1449,6 +1451,16 @@ impl CdEnv {
     }
 }
 
+/// The shim memory rows' measures: (name, /proc/PID file, field).
+const SHIM_MEM: [(&str, &str, &str); 3] = [
+    ("VmRSS", "status", "VmRSS:"),
+    ("Pss", "smaps_rollup", "Pss:"),
+    ("RssAnon", "status", "RssAnon:"),
+];
+
+/// Shim memory rows: (containers running, grouped in one pod), each with every SHIM_MEM.
+const SHIM_MEM_SIZES: [(usize, bool); 3] = [(1, false), (10, false), (10, true)];
+
 /// A "Field:  N kB" line of a /proc file, in KiB.
 fn kib_field(path: &str, field: &str) -> Result<f64, String> {
     std::fs::read_to_string(path)
@@ -1466,9 +1478,9 @@ fn kib_field(path: &str, field: &str) -> Result<f64, String> {
 /// crun as `BinaryName`, and through containerd-shim-hull-v2; then the VmRSS of the shim
 /// serving one running (`sleep`) container, for each of the four.
 fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
-    // mem: [RSS, PSS] × [1, 10, 10 in one pod], each indexed like VIAS (the runc shim's own
+    // mem: SHIM_MEM_SIZES × SHIM_MEM, each indexed like VIAS (the runc shim's own
     // memory hardly depends on the runtime it drives: hull's column is its own shim).
-    let rows = |time: [Cell; 4], mem: [[Cell; 4]; 6]| {
+    let rows = |time: [Cell; 4], mem: [[Cell; 4]; 9]| {
         let [th, tr, tc, ts] = time;
         let mut v = vec![
             Row::new(
@@ -1485,14 +1497,13 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
             ),
         ];
         for (i, [_, r, c, s]) in mem.into_iter().enumerate() {
-            let (what, n, pod) = [
-                ("VmRSS", 1, ""),
-                ("Pss", 1, ""),
-                ("VmRSS", 10, ""),
-                ("Pss", 10, ""),
-                ("VmRSS", 10, " in one pod (grouped: one shim)"),
-                ("Pss", 10, " in one pod (grouped: one shim)"),
-            ][i];
+            let (n, grouped) = SHIM_MEM_SIZES[i / SHIM_MEM.len()];
+            let what = SHIM_MEM[i % SHIM_MEM.len()].0;
+            let pod = if grouped {
+                " in one pod (grouped: one shim)"
+            } else {
+                ""
+            };
             v.push(Row::new(
                 format!(
                     "shim {what} per running container, {n} running{pod} (hull: containerd-shim-hull-v2; runc, crun: containerd-shim-runc-v2 → runtime)"
@@ -1505,7 +1516,7 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
         v
     };
     let all = |c: Cell| [c.clone(), c.clone(), c.clone(), c];
-    let all_mem = |c: Cell| -> [[Cell; 4]; 6] { std::array::from_fn(|_| all(c.clone())) };
+    let all_mem = |c: Cell| -> [[Cell; 4]; 9] { std::array::from_fn(|_| all(c.clone())) };
     if let Some(r) = containerd::skip_reason() {
         eprintln!("hull-bench: containerd rows skipped: {r}");
         return rows(
@@ -1574,17 +1585,17 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
             }
         }
     }
-    // [RSS 1, PSS 1, RSS 10, PSS 10, RSS 10 grouped, PSS 10 grouped], by via.
-    let mut mem: [[Samples; 4]; 6] = Default::default();
+    // SHIM_MEM_SIZES × SHIM_MEM, by via.
+    let mut mem: [[Samples; 4]; 9] = Default::default();
     let mut mem_failed: [Option<String>; 4] = failed.clone();
     mem_failed[Via::RuncShim(Who::Hull).idx()] = Some("skipped".into());
-    let sizes = [
-        (1, false, cx.opts.containerd_rss_iterations),
-        (10, false, 1),
-        (10, true, 1),
-    ];
-    for (k, (n, grouped, reps)) in sizes.into_iter().enumerate() {
-        let k = 2 * k;
+    for (k, (n, grouped)) in SHIM_MEM_SIZES.into_iter().enumerate() {
+        let k = SHIM_MEM.len() * k;
+        let reps = if n == 1 {
+            cx.opts.containerd_rss_iterations
+        } else {
+            1
+        };
         for i in 0..reps {
             let mut ord = VIAS;
             ord.rotate_left(i % 4);
@@ -1593,9 +1604,10 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
                     continue;
                 }
                 match env.shim_mem(via, n, grouped) {
-                    Ok((rss, pss)) => {
-                        mem[k][via.idx()].push(rss);
-                        mem[k + 1][via.idx()].push(pss);
+                    Ok(m) => {
+                        for (j, v) in m.into_iter().enumerate() {
+                            mem[k + j][via.idx()].push(v);
+                        }
                     }
                     Err(e) => mem_failed[via.idx()] = Some(format!("{n} running: {e}")),
                 }
@@ -1621,8 +1633,8 @@ fn bench_containerd(cx: &mut Ctx) -> Vec<Row> {
          stopped afterwards), `ctr run --rm --fifo-dir F --cgroup {CGROUP_PARENT}/ID \
          [--runtime io.containerd.runc.v2 --runc-binary B --runc-root R | --runtime \
          io.containerd.hull.v2] IMG ID /bin/true` (ctr's default spec, not the bundle above), \
-         {} timed (+{} warm-up) per shim/runtime, interleaved; shim memory: VmRSS and Pss \
-         (smaps_rollup) of the shims (parents of the inits) of 1 (× {}) and of 10 `ctr run -d` \
+         {} timed (+{} warm-up) per shim/runtime, interleaved; shim memory: VmRSS, Pss \
+         (smaps_rollup) and RssAnon of the shims (parents of the inits) of 1 (× {}) and of 10 `ctr run -d` \
          sleeping containers (and of 10 carrying one `io.kubernetes.cri.sandbox-id`, which \
          both shims group by: one shim per pod), summed and divided by the number of \
          containers; hull shim from {}",
