@@ -111,7 +111,12 @@ impl containerd_shim::Shim for HullShim {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
-        let svc = Service::new(Events::new(publisher, &self.namespace), self.exit.clone());
+        // Events go through our own client (events.rs): containerd-shim's publisher
+        // would build protobuf descriptors the shim then keeps. Its connection is closed.
+        drop(publisher);
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        let events = Events::connect(&address, &self.namespace);
+        let svc = Service::new(events, self.exit.clone());
         if let Err(e) = crate::exits::spawn_monitor(svc.clone()) {
             tracing::error!("{e}");
         }
