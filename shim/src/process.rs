@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use hull_runtime::cgroups::ContainerCgroup;
 use oci_spec::runtime::Process as ProcessSpec;
 
 use crate::stdio::{ProcessIo, StdioPaths};
@@ -91,6 +92,9 @@ pub struct Container {
     pub execs: HashMap<String, Process>,
     /// The rootfs the shim mounted from the request's mounts (unmounted on Delete).
     pub mounted_rootfs: Option<PathBuf>,
+    /// The container's cgroup, read once after create: `state` asks its freezer whether
+    /// the container is paused instead of loading the saved state on every call.
+    pub cgroup: Option<ContainerCgroup>,
 }
 
 impl Container {

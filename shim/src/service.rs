@@ -11,6 +11,7 @@ use containerd_shim::api;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
+use hull_runtime::cgroups::ContainerCgroup;
 use hull_runtime::exec::ExecOptions;
 use hull_runtime::{CreateOptions, Runtime};
 
@@ -186,6 +187,10 @@ impl Service {
         let mut init = Process::new("", paths.clone());
         init.set_pid(pid);
         init.io = Some(pio);
+        let cgroup = runtime_for(&bundle)
+            .container_cgroup(&req.id)
+            .map_err(|e| tracing::warn!("container {}: no cgroup: {e}", req.id))
+            .ok();
         tasks.containers.insert(
             req.id.clone(),
             Container {
@@ -194,11 +199,14 @@ impl Service {
                 init,
                 execs: Default::default(),
                 mounted_rootfs: mounted,
+                cgroup: cgroup.clone(),
             },
         );
         drop(tasks);
         tracing::info!("created container {} (init pid {pid})", req.id);
-        self.watch_oom(&req.id, &bundle);
+        if let Some(cg) = cgroup {
+            self.watch_oom(&req.id, cg);
+        }
         self.events.create(events::TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -330,17 +338,15 @@ impl Service {
         let mut tasks = self.lock()?;
         let c = container(&mut tasks, &req.id)?;
         let bundle = c.bundle.clone();
+        // Paused is the freezer's state, as `hull state` derives it.
+        let paused =
+            req.exec_id.is_empty() && c.cgroup.as_ref().is_some_and(ContainerCgroup::is_frozen);
         let p = process(c, &req.exec_id)?;
         let status = if p.exit.is_some() {
             api::Status::STOPPED
         } else if !p.started {
             api::Status::CREATED
-        } else if req.exec_id.is_empty()
-            && runtime_for(&bundle)
-                .state(&req.id)
-                .map(|s| s.status == hull_runtime::container::Status::Paused)
-                .unwrap_or(false)
-        {
+        } else if paused {
             api::Status::PAUSED
         } else {
             api::Status::RUNNING
@@ -474,14 +480,7 @@ impl Service {
 
     /// Publish `/tasks/oom` whenever the OOM killer acts in the container's memory cgroup
     /// (as containerd's runc shim does), until the container is deleted or its cgroup goes.
-    fn watch_oom(&self, id: &str, bundle: &Path) {
-        let cg = match runtime_for(bundle).container_cgroup(id) {
-            Ok(cg) => cg,
-            Err(e) => {
-                tracing::warn!("no OOM events for {id}: {e}");
-                return;
-            }
-        };
+    fn watch_oom(&self, id: &str, cg: ContainerCgroup) {
         let Some(mut watcher) = hull_runtime::events::OomWatcher::new(&cg) else {
             tracing::warn!(
                 "no OOM events for {id}: cgroup {} has no memory controller to watch",
