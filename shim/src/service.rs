@@ -562,6 +562,8 @@ impl containerd_shim::Task for Service {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let pid = reply("create", self.do_create(&req))?;
+        // `start` follows at once and runs much of the same code: only the stack goes.
+        working_set::release_stack_below_frame();
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -645,6 +647,7 @@ impl containerd_shim::Task for Service {
 
     fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
         reply("exec", self.do_exec(&req))?;
+        working_set::release_stack_below_frame();
         Ok(api::Empty::default())
     }
 

@@ -37,15 +37,64 @@ pub fn read_only_spans() -> Vec<Span> {
     out
 }
 
-/// Drop this process's mappings of its read-only image pages; returns how many bytes of
-/// address range were released. Safe from any thread at any time: the pages are clean
-/// file pages and fault back in on their next use.
+/// Drop this process's mappings of its read-only image pages, and the calling thread's
+/// stack pages below its current frame (see [`release_stack_below_frame`]). Returns how
+/// many bytes of address range were released. Safe from any thread at any time: the
+/// image pages are clean file pages that fault back in on their next use.
 pub fn release() -> usize {
-    read_only_spans()
+    let image: usize = read_only_spans()
         .into_iter()
         .filter(|&s| advise(s, libc::MADV_DONTNEED))
         .map(|s| s.end - s.start)
-        .sum()
+        .sum();
+    image + release_stack_below_frame()
+}
+
+/// What is kept below the caller's frame: room for madvise's own frames and a signal
+/// handler, far more than they use.
+const STACK_KEEP: usize = 16 * 1024;
+
+/// A lifecycle call runs deep (tens of KiB of stack), and the ttrpc worker thread that ran
+/// it would keep those pages for the shim's whole life. MADV_DONTNEED the calling thread's
+/// stack from its lowest address up to STACK_KEEP below this frame: nothing live is there,
+/// and a later call that reaches it gets zeroed pages. Returns the bytes released.
+#[inline(never)]
+pub fn release_stack_below_frame() -> usize {
+    let Some(lo) = current_stack_low() else {
+        return 0;
+    };
+    let marker = 0u8;
+    let frame = std::hint::black_box(&marker) as *const u8 as usize;
+    let page = page_size();
+    let top = frame.saturating_sub(STACK_KEEP) / page * page;
+    let lo = lo.div_ceil(page) * page;
+    if top <= lo {
+        return 0;
+    }
+    // SAFETY: [lo, top) is this thread's own stack, STACK_KEEP bytes and more below the
+    // current frame: no live data is there, and the pages refault as zeroed memory.
+    let rc = unsafe { libc::madvise(lo as *mut c_void, top - lo, libc::MADV_DONTNEED) };
+    if rc == 0 {
+        top - lo
+    } else {
+        0
+    }
+}
+
+/// The lowest address of the calling thread's stack, from glibc.
+fn current_stack_low() -> Option<usize> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_getattr_np initialises `attr` when it returns 0; it is destroyed
+    // below after the stack bounds are read.
+    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let (mut addr, mut size) = (std::ptr::null_mut(), 0usize);
+    // SAFETY: `attr` was initialised by pthread_getattr_np above.
+    let rc = unsafe { libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) };
+    // SAFETY: as above; destroyed exactly once.
+    unsafe { libc::pthread_attr_destroy(attr.as_mut_ptr()) };
+    (rc == 0 && !addr.is_null()).then_some(addr as usize)
 }
 
 /// madvise `advice` over span `s` of our own read-only image; a failure only costs memory
@@ -165,6 +214,40 @@ mod tests {
         for s in &spans {
             assert!(s.start % page_size() == 0 && s.end % page_size() == 0 && s.start < s.end);
         }
+    }
+
+    /// Touches `kib` KiB of stack in one frame, then returns.
+    #[inline(never)]
+    fn deep(kib: usize) -> u8 {
+        let mut buf = [0u8; 256 * 1024];
+        for i in (0..kib * 1024).step_by(4096) {
+            buf[i] = 1;
+        }
+        std::hint::black_box(&mut buf)[0]
+    }
+
+    #[test]
+    fn the_dead_stack_below_the_callers_frame_is_released() {
+        std::thread::spawn(|| {
+            let here = 0u8;
+            let sp = &here as *const u8 as usize;
+            let lo = current_stack_low().expect("thread stack bounds");
+            assert!(lo < sp);
+            let stack = [Span { start: lo, end: sp }];
+            assert_eq!(deep(256), 1);
+            let before = resident_kib_in(&stack);
+            let released = release_stack_below_frame();
+            let after = resident_kib_in(&stack);
+            assert!(released > 0);
+            assert!(
+                before >= 256 && after + 200 < before,
+                "stack {before} KiB resident before, {after} after"
+            );
+            // The released part is usable again.
+            assert_eq!(deep(256), 1);
+        })
+        .join()
+        .expect("thread");
     }
 
     #[test]
