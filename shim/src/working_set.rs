@@ -42,12 +42,14 @@ pub fn read_only_spans() -> Vec<Span> {
 /// many bytes of address range were released. Safe from any thread at any time: the
 /// image pages are clean file pages that fault back in on their next use.
 pub fn release() -> usize {
+    // The stack first: the code that finds its bounds is then released with the rest.
+    let stack = release_stack_below_frame();
     let image: usize = read_only_spans()
         .into_iter()
         .filter(|&s| advise(s, libc::MADV_DONTNEED))
         .map(|s| s.end - s.start)
         .sum();
-    image + release_stack_below_frame()
+    stack + image
 }
 
 /// What is kept below the caller's frame: room for madvise's own frames and a signal
